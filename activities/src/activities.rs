@@ -1,0 +1,205 @@
+//! The Temporal activities: thin adapters from the workflow's contract to the pieces of this
+//! crate. Heavy ones (probe, thumbnail, transcode) stop their ffmpeg and remove their temp files
+//! when the workflow cancels them.
+
+use crate::{
+    cache_policy::ObjectKind,
+    config::ActivityConfig,
+    failure::into_activity_error,
+    ffmpeg::{self, SourceInput, recipes},
+    hls, ladder,
+    notify::{Notifier, stage_event},
+    probe::{ProbeReport, analyse},
+    storage::Storage,
+    transcode::{self, PRESIGN_TTL},
+};
+use anyhow::Context;
+use pulse_workflows::{
+    AssetId,
+    contract::{self, MasterJob, Notification, ProbeJob, ThumbnailJob, TranscodeJob},
+    media::{Rendition, SourcePlan},
+};
+use std::sync::Arc;
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tokio::sync::watch;
+
+/// Every activity of the pipeline, sharing one S3 client and the worker's settings.
+pub struct PulseActivities {
+    storage: Storage,
+    config: ActivityConfig,
+    notifier: Notifier,
+}
+
+impl PulseActivities {
+    /// Activities over `storage`, configured by `config`.
+    pub fn new(storage: Storage, config: ActivityConfig, notifier: Notifier) -> Self {
+        Self {
+            storage,
+            config,
+            notifier,
+        }
+    }
+
+    /// Activities configured from the environment.
+    pub async fn from_env() -> anyhow::Result<Self> {
+        let config = ActivityConfig::from_env()?;
+        let storage = Storage::from_env(config.bucket.clone()).await;
+        Ok(Self::new(storage, config, Notifier::default()))
+    }
+
+    async fn plan(&self, job: &ProbeJob) -> anyhow::Result<SourcePlan> {
+        let size = self.storage.source_size(&job.source_key).await?;
+        self.config.limits.check_size(size)?;
+        let url = self
+            .storage
+            .presign_get(&job.source_key, PRESIGN_TTL)
+            .await?;
+        let json = match ffmpeg::ffprobe(&SourceInput::new(url)).await {
+            Ok(json) => json,
+            Err(ffmpeg::ToolError::Failed { stderr, .. }) => {
+                return Err(crate::failure::BadInput::new(
+                    crate::failure::BadInputKind::NotAVideo,
+                    format!("the file is not a video Pulse can read (ffprobe: {stderr})"),
+                )
+                .into());
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let report: ProbeReport =
+            serde_json::from_slice(&json).context("reading ffprobe's report")?;
+        let media = analyse(&report, size, &self.config.limits)?;
+        let variants = ladder::plan_ladder(media.width, media.height);
+        Ok(SourcePlan { media, variants })
+    }
+
+    async fn make_thumbnail(&self, job: &ThumbnailJob) -> anyhow::Result<String> {
+        tokio::fs::create_dir_all(&self.config.work_dir).await?;
+        let work = tempfile::Builder::new()
+            .prefix(&format!("{}-thumbnail-", job.asset_id))
+            .tempdir_in(&self.config.work_dir)?;
+        let output = work.path().join("thumbnail.webp");
+        let url = self
+            .storage
+            .presign_get(&job.source_key, PRESIGN_TTL)
+            .await?;
+        recipes::thumbnail_command(&url, &job.media, &output)
+            .run()
+            .await?;
+        let key = job.asset_id.keys().thumbnail();
+        self.storage
+            .put_file(&key, &output, ObjectKind::Thumbnail)
+            .await?;
+        Ok(key)
+    }
+
+    async fn write_master(&self, job: &MasterJob) -> anyhow::Result<String> {
+        let key = job.asset_id.keys().master();
+        self.storage
+            .put_text(
+                &key,
+                hls::master_playlist(&job.renditions),
+                ObjectKind::GrowingMaster,
+            )
+            .await?;
+        Ok(key)
+    }
+}
+
+#[activities]
+impl PulseActivities {
+    /// Inspects the source and plans its ladder.
+    #[activity(definition = contract::Probe)]
+    pub async fn probe(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        job: ProbeJob,
+    ) -> Result<SourcePlan, ActivityError> {
+        until_cancelled(&ctx, self.plan(&job)).await
+    }
+
+    /// Writes the WebP thumbnail.
+    #[activity(definition = contract::Thumbnail)]
+    pub async fn thumbnail(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        job: ThumbnailJob,
+    ) -> Result<String, ActivityError> {
+        until_cancelled(&ctx, self.make_thumbnail(&job)).await
+    }
+
+    /// Transcodes one variant, heartbeating its checkpoint.
+    #[activity(definition = contract::TranscodeVariant)]
+    pub async fn transcode_variant(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        job: TranscodeJob,
+    ) -> Result<Rendition, ActivityError> {
+        if self.config.failing_variants.contains(&job.variant.name) {
+            return Err(into_activity_error(anyhow::anyhow!(
+                "ffmpeg was not run: PULSE_FAULT_FAIL_VARIANTS lists {} (test fault switch)",
+                job.variant.name
+            )));
+        }
+        let (checkpoints, mut latest) = watch::channel(transcode::TranscodeCheckpoint::default());
+        let work = transcode::transcode_variant(&self.storage, &self.config, &job, checkpoints);
+        // Heartbeats carry the latest checkpoint; the SDK throttles them to the heartbeat timeout.
+        let heartbeats = async {
+            while latest.changed().await.is_ok() {
+                let checkpoint = latest.borrow_and_update().clone();
+                let _ = ctx.record_heartbeat(checkpoint).await;
+            }
+        };
+        let (result, ()) = tokio::join!(until_cancelled(&ctx, work), heartbeats);
+        result
+    }
+
+    /// Rewrites the master playlist to list the finished variants.
+    #[activity(definition = contract::PublishMaster)]
+    pub async fn publish_master(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        job: MasterJob,
+    ) -> Result<String, ActivityError> {
+        self.write_master(&job).await.map_err(into_activity_error)
+    }
+
+    /// Marks the finished master playlist cacheable for a year.
+    #[activity(definition = contract::FinalizeCacheHeaders)]
+    pub async fn finalize_cache_headers(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        asset_id: AssetId,
+    ) -> Result<(), ActivityError> {
+        self.storage
+            .set_kind(&asset_id.keys().master(), ObjectKind::FinalMaster)
+            .await
+            .map_err(into_activity_error)
+    }
+
+    /// Delivers a stage event.
+    #[activity(definition = contract::Notify)]
+    pub async fn notify(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        notification: Notification,
+    ) -> Result<(), ActivityError> {
+        let event = stage_event(&notification, &self.config);
+        self.notifier
+            .deliver(&event)
+            .await
+            .map_err(into_activity_error)
+    }
+}
+
+/// Runs `work` unless the activity is cancelled first; dropping it kills its ffmpeg and removes
+/// its temp folder.
+async fn until_cancelled<T>(
+    ctx: &ActivityContext,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> Result<T, ActivityError> {
+    tokio::select! {
+        result = work => result.map_err(into_activity_error),
+        () = ctx.cancelled() => Err(ActivityError::cancelled()),
+    }
+}

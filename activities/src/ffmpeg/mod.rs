@@ -1,0 +1,420 @@
+//! Running ffmpeg and ffprobe: a typed command builder, the recipes Pulse uses, and ffmpeg's
+//! machine-readable progress.
+//!
+//! Sources are untrusted, so every command reads its one input through [`SourceInput`], which
+//! limits ffmpeg to the network protocols a presigned URL needs and to real media containers:
+//! a playlist or concat list uploaded as a "video" cannot make ffmpeg open anything else.
+
+pub mod progress;
+pub mod recipes;
+
+use std::{
+    collections::VecDeque,
+    ffi::OsString,
+    fmt,
+    net::SocketAddr,
+    path::Path,
+    process::{ExitStatus, Stdio},
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    process::{Child, Command},
+    task::JoinHandle,
+};
+
+/// Demuxers a source may be opened with: media containers that cannot refer to other files.
+pub const SOURCE_FORMATS: &str = "mov,matroska,avi,flv,mpegts,mpeg,asf,ogg,mxf";
+/// Protocols reading a presigned URL needs.
+pub const SOURCE_PROTOCOLS: &str = "http,https,tcp,tls";
+/// A network read that stalls this long fails (and is retried by ffmpeg, then by Temporal).
+const READ_TIMEOUT_MICROS: u64 = 30_000_000;
+/// Lines of stderr kept to explain a failure.
+const STDERR_TAIL_LINES: usize = 12;
+
+/// The one input of a command: a source read over HTTP(S) from a presigned URL.
+#[derive(Clone, Debug)]
+pub struct SourceInput {
+    url: String,
+    seek_secs: Option<f64>,
+}
+
+impl SourceInput {
+    /// Reads `url` from its start.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            seek_secs: None,
+        }
+    }
+
+    /// Starts reading at `secs` (a fast seek on the input; ffmpeg decodes from the keyframe
+    /// before it and drops frames up to `secs`, so the output starts exactly there).
+    pub fn seek(mut self, secs: f64) -> Self {
+        self.seek_secs = (secs > 0.0).then_some(secs);
+        self
+    }
+
+    /// Options that confine how the input is opened, shared by ffmpeg and ffprobe.
+    fn confinement_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "-protocol_whitelist",
+            SOURCE_PROTOCOLS,
+            "-format_whitelist",
+            SOURCE_FORMATS,
+            "-rw_timeout",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.push(READ_TIMEOUT_MICROS.to_string());
+        if self.url.starts_with("http") {
+            args.extend(
+                [
+                    "-reconnect",
+                    "1",
+                    "-reconnect_on_network_error",
+                    "1",
+                    "-reconnect_on_http_error",
+                    "5xx",
+                    "-reconnect_delay_max",
+                    "10",
+                ]
+                .map(str::to_owned),
+            );
+        }
+        args
+    }
+}
+
+/// An ffmpeg invocation, built from typed parts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FfmpegCommand {
+    args: Vec<String>,
+}
+
+impl Default for FfmpegCommand {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FfmpegCommand {
+    /// A quiet, non-interactive ffmpeg that overwrites its outputs.
+    pub fn new() -> Self {
+        Self {
+            args: [
+                "-nostdin",
+                "-hide_banner",
+                "-nostats",
+                "-loglevel",
+                "error",
+                "-y",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        }
+    }
+
+    /// Sends machine-readable progress (`key=value` blocks) to a TCP listener at `addr`.
+    pub fn progress_to(self, addr: SocketAddr) -> Self {
+        self.args([
+            "-progress".to_owned(),
+            format!("tcp://{addr}"),
+            "-stats_period".into(),
+            "0.5".into(),
+        ])
+    }
+
+    /// Adds the input.
+    pub fn input(self, input: &SourceInput) -> Self {
+        let mut args = input.confinement_args();
+        if let Some(secs) = input.seek_secs {
+            args.extend(["-ss".to_owned(), format!("{secs:.6}")]);
+        }
+        args.extend(["-i".to_owned(), input.url.clone()]);
+        self.args(args)
+    }
+
+    /// Adds raw arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds an output file.
+    pub fn output(self, path: &Path) -> Self {
+        self.args([path.display().to_string()])
+    }
+
+    /// The arguments, without the program name.
+    pub fn as_args(&self) -> &[String] {
+        &self.args
+    }
+
+    /// Starts ffmpeg; it is killed if the returned process is dropped.
+    pub fn spawn(&self) -> Result<RunningTool, ToolError> {
+        RunningTool::spawn(Tool::Ffmpeg, &self.args)
+    }
+
+    /// Runs ffmpeg to the end.
+    pub async fn run(&self) -> Result<(), ToolError> {
+        self.spawn()?.finish().await.map(drop)
+    }
+}
+
+/// The arguments of an ffprobe call that reports format and streams as JSON.
+pub fn ffprobe_args(input: &SourceInput) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-v",
+        "error",
+        "-print_format",
+        "json",
+        "-show_format",
+        "-show_streams",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.extend(input.confinement_args());
+    args.push(input.url.clone());
+    args
+}
+
+/// Runs ffprobe on `input` and returns its JSON report.
+pub async fn ffprobe(input: &SourceInput) -> Result<Vec<u8>, ToolError> {
+    RunningTool::spawn(Tool::Ffprobe, &ffprobe_args(input))?
+        .finish()
+        .await
+}
+
+/// The programs Pulse runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    /// `ffmpeg`
+    Ffmpeg,
+    /// `ffprobe`
+    Ffprobe,
+}
+
+impl Tool {
+    fn program(self) -> &'static str {
+        match self {
+            Self::Ffmpeg => "ffmpeg",
+            Self::Ffprobe => "ffprobe",
+        }
+    }
+}
+
+/// Why ffmpeg or ffprobe did not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// The program is not installed.
+    #[error("{} is not installed on this worker; install Debian's ffmpeg package", .0.program())]
+    Missing(Tool),
+    /// The program could not be started or watched.
+    #[error("could not run {}: {source}", .tool.program())]
+    Io {
+        /// Which program.
+        tool: Tool,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The program exited unsuccessfully.
+    #[error("{} {status}: {stderr}", .tool.program())]
+    Failed {
+        /// Which program.
+        tool: Tool,
+        /// How it ended.
+        status: ExitStatus,
+        /// The last lines it wrote to stderr.
+        stderr: StderrTail,
+    },
+}
+
+/// The last lines a program wrote to stderr.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StderrTail(Vec<String>);
+
+impl StderrTail {
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The lines.
+    pub fn lines(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl fmt::Display for StderrTail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("(no output)")
+        } else {
+            f.write_str(&self.0.join(" | "))
+        }
+    }
+}
+
+/// A started ffmpeg or ffprobe whose stderr tail is being kept.
+pub struct RunningTool {
+    tool: Tool,
+    child: Child,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: JoinHandle<StderrTail>,
+}
+
+impl RunningTool {
+    fn spawn(tool: Tool, args: &[String]) -> Result<Self, ToolError> {
+        let mut command = Command::new(tool.program());
+        command
+            .args(args.iter().map(OsString::from))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // A worker killed with SIGKILL cannot kill its children, so ask the kernel to: an
+        // orphaned ffmpeg would keep burning CPU on a job another worker has taken over.
+        // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
+        // which is async-signal-safe.
+        #[cfg(target_os = "linux")]
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => ToolError::Missing(tool),
+            _ => ToolError::Io { tool, source },
+        })?;
+        let stdout = child.stdout.take().map(|out| tokio::spawn(read_all(out)));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        Ok(Self {
+            tool,
+            child,
+            stdout,
+            stderr: tokio::spawn(keep_tail(stderr)),
+        })
+    }
+
+    /// The process id, while it runs.
+    pub fn id(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Waits for the program to exit (cancel-safe, so it can be raced against other work).
+    pub async fn exited(&mut self) -> Result<ExitStatus, ToolError> {
+        let tool = self.tool;
+        self.child
+            .wait()
+            .await
+            .map_err(|source| ToolError::Io { tool, source })
+    }
+
+    /// Waits for the program to end; returns its stdout, or why it failed.
+    pub async fn finish(mut self) -> Result<Vec<u8>, ToolError> {
+        let tool = self.tool;
+        let status = self.exited().await?;
+        let stdout = match self.stdout.take() {
+            Some(task) => task.await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let stderr = (&mut self.stderr).await.unwrap_or_default();
+        if status.success() {
+            Ok(stdout)
+        } else {
+            Err(ToolError::Failed {
+                tool,
+                status,
+                stderr,
+            })
+        }
+    }
+}
+
+async fn read_all(mut out: impl AsyncRead + Unpin) -> Vec<u8> {
+    let mut buffer = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut out, &mut buffer).await;
+    buffer
+}
+
+async fn keep_tail(err: impl AsyncRead + Unpin) -> StderrTail {
+    let mut lines = BufReader::new(err).lines();
+    let mut tail = VecDeque::with_capacity(STDERR_TAIL_LINES);
+    while let Ok(Some(line)) = lines.next_line().await {
+        let line = line.trim().to_owned();
+        if line.is_empty() {
+            continue;
+        }
+        if tail.len() == STDERR_TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+    StderrTail(tail.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_are_confined_to_media_containers_over_http() {
+        let command = FfmpegCommand::new().input(&SourceInput::new("http://s3/x?sig=1").seek(8.0));
+        let args = command.as_args().join(" ");
+        assert!(
+            args.contains("-protocol_whitelist http,https,tcp,tls"),
+            "{args}"
+        );
+        assert!(
+            args.contains(&format!("-format_whitelist {SOURCE_FORMATS}")),
+            "{args}"
+        );
+        assert!(
+            !SOURCE_FORMATS
+                .split(',')
+                .any(|f| ["hls", "concat", "applehttp", "image2"].contains(&f))
+        );
+        assert!(
+            args.ends_with("-ss 8.000000 -i http://s3/x?sig=1"),
+            "{args}"
+        );
+        assert!(args.contains("-reconnect 1"), "{args}");
+    }
+
+    #[test]
+    fn no_seek_at_zero() {
+        let command = FfmpegCommand::new().input(&SourceInput::new("/tmp/a.mp4").seek(0.0));
+        assert!(!command.as_args().contains(&"-ss".to_owned()));
+        assert!(!command.as_args().contains(&"-reconnect".to_owned()));
+    }
+
+    #[test]
+    fn ffprobe_reads_json_from_the_confined_input() {
+        let args = ffprobe_args(&SourceInput::new("http://s3/x")).join(" ");
+        assert!(
+            args.starts_with(
+                "-v error -print_format json -show_format -show_streams -protocol_whitelist"
+            ),
+            "{args}"
+        );
+        assert!(args.ends_with("http://s3/x"));
+    }
+
+    #[tokio::test]
+    async fn local_files_are_refused_and_the_reason_is_kept() {
+        let error = FfmpegCommand::new()
+            .input(&SourceInput::new("/nonexistent/input.mp4"))
+            .args(["-f", "null", "-"])
+            .run()
+            .await
+            .unwrap_err();
+        let text = error.to_string();
+        assert!(text.starts_with("ffmpeg exit status: 1"), "{text}");
+        assert!(text.contains("Protocol 'file' not on whitelist"), "{text}");
+    }
+}

@@ -1,0 +1,32 @@
+//! Pulse activities: what the video workflow's steps actually do, as thin Temporal adapters
+//! ([`activities`]) over pieces that are pure and unit-tested where they can be.
+//!
+//! - [`activities`]: the Temporal activities (`PulseActivities`).
+//! - [`config`]: worker settings from `PULSE_*` variables.
+//! - [`storage`]: the S3 bucket.
+//! - [`probe`]: reading ffprobe's report, limits.
+//! - [`ladder`]: which variants a source gets.
+//! - [`ffmpeg`]: the typed ffmpeg command builder, recipes and progress parsing.
+//! - [`transcode`]: one variant, segment by segment, to the bucket.
+//! - [`codec`]: H.264 levels and codec strings.
+//! - [`hls`]: master and variant playlist text.
+//! - [`cache_policy`]: content types and cache headers.
+//! - [`notify`]: delivering events.
+//! - [`failure`]: bad input, which is never retried.
+
+pub mod activities;
+pub mod cache_policy;
+pub mod codec;
+pub mod config;
+pub mod failure;
+pub mod ffmpeg;
+pub mod hls;
+pub mod ladder;
+pub mod notify;
+pub mod probe;
+pub mod storage;
+pub mod transcode;
+
+pub use activities::PulseActivities;
+pub use config::ActivityConfig;
+pub use storage::Storage;

@@ -1,0 +1,257 @@
+//! The bucket: sources in, renditions out, through the AWS SDK's standard configuration
+//! (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`).
+
+use crate::{
+    cache_policy::ObjectKind,
+    failure::{BadInput, BadInputKind},
+};
+use anyhow::Context;
+use aws_sdk_s3::{
+    Client,
+    config::{RequestChecksumCalculation, ResponseChecksumValidation},
+    error::ProvideErrorMetadata,
+    presigning::PresigningConfig,
+    primitives::ByteStream,
+    types::{CompletedMultipartUpload, CompletedPart, MetadataDirective},
+};
+use std::{path::Path, time::Duration};
+use tokio::io::AsyncReadExt;
+
+/// Default bucket (SPEC section 1).
+pub const DEFAULT_BUCKET: &str = "pulse-media";
+/// Part size of multipart uploads: 10,000 parts of 16 MiB cover 156 GiB.
+const PART_SIZE: usize = 16 << 20;
+
+/// One bucket, with the operations Pulse needs.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    client: Client,
+    bucket: String,
+}
+
+impl Storage {
+    /// Connects to `bucket` as the AWS environment variables say. Path-style addressing keeps
+    /// self-hosted stores (Garage, MinIO) working without wildcard DNS.
+    pub async fn from_env(bucket: impl Into<String>) -> Self {
+        let shared = aws_config::load_from_env().await;
+        let config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(true)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .build();
+        Self {
+            client: Client::from_conf(config),
+            bucket: bucket.into(),
+        }
+    }
+
+    /// The bucket name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Size of the source at `key`; a missing source is bad input, not a reason to retry.
+    pub async fn source_size(&self, key: &str) -> anyhow::Result<u64> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(head) => Ok(head.content_length().unwrap_or(0).max(0) as u64),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => {
+                Err(BadInput::new(
+                    BadInputKind::MissingSource,
+                    format!(
+                        "there is no source at s3://{}/{key}; upload the video first",
+                        self.bucket
+                    ),
+                )
+                .into())
+            }
+            Err(error) => {
+                Err(anyhow::Error::new(error).context(format!("reading the size of {key}")))
+            }
+        }
+    }
+
+    /// A URL that lets its holder GET `key` for `ttl`, without other credentials.
+    pub async fn presign_get(&self, key: &str, ttl: Duration) -> anyhow::Result<String> {
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(PresigningConfig::expires_in(ttl)?)
+            .await
+            .with_context(|| format!("presigning {key}"))?;
+        Ok(request.uri().to_owned())
+    }
+
+    /// Uploads the file at `path` as `key`; returns its size.
+    pub async fn put_file(&self, key: &str, path: &Path, kind: ObjectKind) -> anyhow::Result<u64> {
+        let size = tokio::fs::metadata(path).await?.len();
+        let body = ByteStream::from_path(path).await?;
+        self.put(key, body, kind).await?;
+        Ok(size)
+    }
+
+    /// Uploads `text` as `key`.
+    pub async fn put_text(&self, key: &str, text: String, kind: ObjectKind) -> anyhow::Result<()> {
+        self.put(key, ByteStream::from(text.into_bytes()), kind)
+            .await
+    }
+
+    async fn put(&self, key: &str, body: ByteStream, kind: ObjectKind) -> anyhow::Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(body)
+            .content_type(kind.content_type())
+            .cache_control(kind.cache_control())
+            .send()
+            .await
+            .map_err(|e| describe(e, "uploading", key))?;
+        Ok(())
+    }
+
+    /// Rewrites the headers of `key` in place (a copy onto itself with replaced metadata).
+    pub async fn set_kind(&self, key: &str, kind: ObjectKind) -> anyhow::Result<()> {
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .copy_source(format!("{}/{key}", self.bucket))
+            .metadata_directive(MetadataDirective::Replace)
+            .content_type(kind.content_type())
+            .cache_control(kind.cache_control())
+            .send()
+            .await
+            .map_err(|e| describe(e, "updating the headers of", key))?;
+        Ok(())
+    }
+
+    /// Uploads the file at `path` as `key` in parts, the way browsers upload large videos, and
+    /// completes the multipart upload. Returns the size.
+    pub async fn upload_multipart(
+        &self,
+        key: &str,
+        path: &Path,
+        content_type: &str,
+    ) -> anyhow::Result<u64> {
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .send()
+            .await
+            .map_err(|e| describe(e, "starting the upload of", key))?;
+        let upload_id = upload
+            .upload_id()
+            .context("the store returned no upload id")?
+            .to_owned();
+        let result = self.upload_parts(key, path, &upload_id).await;
+        match result {
+            Ok((parts, size)) => {
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| describe(e, "completing the upload of", key))?;
+                Ok(size)
+            }
+            Err(error) => {
+                let _ = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        path: &Path,
+        upload_id: &str,
+    ) -> anyhow::Result<(Vec<CompletedPart>, u64)> {
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        let mut parts = Vec::new();
+        let mut size = 0u64;
+        loop {
+            let mut chunk = Vec::with_capacity(PART_SIZE);
+            (&mut file)
+                .take(PART_SIZE as u64)
+                .read_to_end(&mut chunk)
+                .await?;
+            if chunk.is_empty() && !parts.is_empty() {
+                break;
+            }
+            let part_number = parts.len() as i32 + 1;
+            size += chunk.len() as u64;
+            let last = chunk.len() < PART_SIZE;
+            let part = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(part_number)
+                .body(ByteStream::from(chunk))
+                .send()
+                .await
+                .map_err(|e| describe(e, "uploading a part of", key))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(part_number)
+                    .set_e_tag(part.e_tag().map(str::to_owned))
+                    .build(),
+            );
+            if last {
+                break;
+            }
+        }
+        Ok((parts, size))
+    }
+}
+
+/// An S3 error with the store's own code and message, which the SDK's `Display` leaves out.
+fn describe<E>(error: aws_sdk_s3::error::SdkError<E>, doing: &str, key: &str) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let detail = match error.as_service_error() {
+        Some(service) => format!(
+            "{}: {}",
+            service.code().unwrap_or("error"),
+            service.message().unwrap_or("no message")
+        ),
+        None => format!("{}", aws_sdk_s3::error::DisplayErrorContext(&error)),
+    };
+    anyhow::anyhow!("{doing} s3 object {key} failed: {detail}")
+}

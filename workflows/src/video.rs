@@ -1,0 +1,377 @@
+//! `VideoWorkflow`: one run per asset, from uploaded source to a cached HLS ladder.
+//!
+//! It reads like the seed's orchestrator: probe, thumbnail, then one transcode per variant,
+//! smallest first, republishing the master playlist after each so the asset plays as soon as the
+//! first variant is out. What finished, what failed and why are workflow state, answered by the
+//! `status` query; a crashed worker's replacement replays that state instead of reading flags.
+
+use crate::{
+    contract::{MasterJob, Notification, ProbeJob, ThumbnailJob, TranscodeJob, VideoActivities},
+    events::Stage,
+    media::{Rendition, SourcePlan, VariantSpec},
+    progress::{self, ProgressSpan, ladder_spans},
+    request::VideoRequest,
+    state::{AssetState, AssetStatus, VariantState, VariantStatus},
+};
+use std::time::{Duration, UNIX_EPOCH};
+use temporalio_common::RetryPolicy;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityExecutionError, ActivityOptions, WorkflowContext, WorkflowContextView, WorkflowResult,
+};
+
+/// How long one probe or thumbnail attempt may take.
+const QUICK_HEAVY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// How long one transcode attempt may take; dead workers are caught by heartbeats much sooner.
+const TRANSCODE_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
+/// How long one light activity attempt may take.
+const LIGHT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stage event is retried before it is given up.
+const NOTIFY_DEADLINE: Duration = Duration::from_secs(10 * 60);
+
+/// The video pipeline of one asset. Its workflow id is `video-{asset_id}`.
+#[workflow]
+#[derive(Default)]
+pub struct VideoWorkflow {
+    state: AssetState,
+}
+
+#[workflow_methods]
+impl VideoWorkflow {
+    /// Processes the asset and returns its final state (`done`, `partial` or `failed`).
+    #[run]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        request: VideoRequest,
+    ) -> WorkflowResult<AssetState> {
+        let pipeline = Pipeline {
+            ctx: ctx.clone(),
+            request,
+        };
+        Ok(pipeline.run().await)
+    }
+
+    /// The asset's current state.
+    #[query]
+    pub fn status(&self, _ctx: &WorkflowContextView) -> AssetState {
+        self.state.clone()
+    }
+}
+
+/// The orchestration of one run; workflow state lives in the context, not here.
+struct Pipeline {
+    ctx: WorkflowContext<VideoWorkflow>,
+    request: VideoRequest,
+}
+
+impl Pipeline {
+    async fn run(&self) -> AssetState {
+        self.update(|state| {
+            *state = AssetState::queued(self.request.asset_id.as_str());
+            state.status = AssetStatus::Processing;
+        });
+        self.notify(Stage::Processing, None).await;
+
+        let plan = match self.probe().await {
+            Ok(plan) if !plan.variants.is_empty() => plan,
+            Ok(_) => {
+                return self
+                    .finish(vec!["the source has no video to transcode".into()])
+                    .await;
+            }
+            Err(error) => return self.finish(vec![reason(&error)]).await,
+        };
+        self.update(|state| {
+            state.variants = plan
+                .variants
+                .iter()
+                .map(|variant| VariantState {
+                    name: variant.name.clone(),
+                    status: VariantStatus::Pending,
+                })
+                .collect();
+        });
+
+        let mut problems = Vec::new();
+        match self.thumbnail(&plan).await {
+            Ok(key) => {
+                self.update(|state| state.thumbnail_key = Some(key.clone()));
+                self.notify(Stage::ThumbnailReady, Some(key)).await;
+            }
+            Err(error) => problems.push(format!("the thumbnail failed: {}", reason(&error))),
+        }
+
+        let mut renditions: Vec<Rendition> = Vec::new();
+        for (variant, span) in plan.variants.iter().zip(ladder_spans(&plan.variants)) {
+            self.update(|state| state.set_variant(&variant.name, VariantStatus::Running));
+            match self
+                .transcode_and_publish(&plan, variant, span, &mut renditions)
+                .await
+            {
+                Ok(()) => {}
+                Err(error) => {
+                    self.update(|state| state.set_variant(&variant.name, VariantStatus::Failed));
+                    problems.push(format!(
+                        "variant {} failed: {}",
+                        variant.name,
+                        reason(&error)
+                    ));
+                }
+            }
+            self.update(|state| state.progress = span.end);
+        }
+
+        if problems.is_empty()
+            && let Err(error) = self.finalize_cache_headers().await
+        {
+            problems.push(format!(
+                "the master playlist could not be marked cacheable: {}",
+                reason(&error)
+            ));
+        }
+        self.finish(problems).await
+    }
+
+    /// Transcodes one variant, then republishes the master with every finished variant.
+    async fn transcode_and_publish(
+        &self,
+        plan: &SourcePlan,
+        variant: &VariantSpec,
+        span: ProgressSpan,
+        renditions: &mut Vec<Rendition>,
+    ) -> Result<(), ActivityExecutionError> {
+        let rendition = self.transcode(plan, variant, span).await?;
+        let mut listed = renditions.clone();
+        listed.push(rendition);
+        let master_key = self.publish_master(&listed).await?;
+        *renditions = listed;
+
+        let first_playable = self.update(|state| {
+            state.set_variant(&variant.name, VariantStatus::Done);
+            state.master_key = Some(master_key.clone());
+            let first = state.status == AssetStatus::Processing;
+            if first {
+                state.status = AssetStatus::Playable;
+            }
+            first
+        });
+        if first_playable {
+            self.notify(Stage::Playable, Some(master_key)).await;
+        }
+        Ok(())
+    }
+
+    /// Ends the run: `done` when nothing went wrong, else `partial` when something plays, else
+    /// `failed`; then sends the one terminal event.
+    async fn finish(&self, problems: Vec<String>) -> AssetState {
+        let state = self.update(|state| {
+            if problems.is_empty() {
+                state.status = AssetStatus::Done;
+                state.progress = progress::DONE;
+            } else {
+                let plays = state.variants_in(VariantStatus::Done).next().is_some();
+                state.status = if plays {
+                    AssetStatus::Partial
+                } else {
+                    AssetStatus::Failed
+                };
+                state.error = Some(error_sentence(state.status, &problems));
+            }
+            state.clone()
+        });
+        if state.status == AssetStatus::Done {
+            self.send(Notification {
+                progress: Some(progress::DONE),
+                ..self.notification(Stage::Done, None)
+            })
+            .await;
+        } else {
+            self.send(Notification {
+                status: Some(state.status),
+                error: state.error.clone(),
+                ..self.notification(Stage::Failed, None)
+            })
+            .await;
+        }
+        state
+    }
+
+    async fn probe(&self) -> Result<SourcePlan, ActivityExecutionError> {
+        let job = ProbeJob {
+            asset_id: self.request.asset_id.clone(),
+            source_key: self.request.source_key.clone(),
+        };
+        self.ctx
+            .execute_activity(VideoActivities::probe, job, self.heavy(QUICK_HEAVY_TIMEOUT))
+            .await
+    }
+
+    async fn thumbnail(&self, plan: &SourcePlan) -> Result<String, ActivityExecutionError> {
+        let job = ThumbnailJob {
+            asset_id: self.request.asset_id.clone(),
+            source_key: self.request.source_key.clone(),
+            media: plan.media.clone(),
+        };
+        self.ctx
+            .execute_activity(
+                VideoActivities::thumbnail,
+                job,
+                self.heavy(QUICK_HEAVY_TIMEOUT),
+            )
+            .await
+    }
+
+    async fn transcode(
+        &self,
+        plan: &SourcePlan,
+        variant: &VariantSpec,
+        progress: ProgressSpan,
+    ) -> Result<Rendition, ActivityExecutionError> {
+        let job = TranscodeJob {
+            asset_id: self.request.asset_id.clone(),
+            source_key: self.request.source_key.clone(),
+            media: plan.media.clone(),
+            variant: variant.clone(),
+            progress,
+        };
+        let mut options = self.heavy(TRANSCODE_TIMEOUT);
+        options.heartbeat_timeout = Some(self.request.settings.heartbeat_timeout);
+        options.summary = Some(format!("transcode {}", variant.name));
+        self.ctx
+            .execute_activity(VideoActivities::transcode_variant, job, options)
+            .await
+    }
+
+    async fn publish_master(
+        &self,
+        renditions: &[Rendition],
+    ) -> Result<String, ActivityExecutionError> {
+        let job = MasterJob {
+            asset_id: self.request.asset_id.clone(),
+            renditions: renditions.to_vec(),
+        };
+        self.ctx
+            .execute_activity(VideoActivities::publish_master, job, self.light())
+            .await
+    }
+
+    async fn finalize_cache_headers(&self) -> Result<(), ActivityExecutionError> {
+        self.ctx
+            .execute_activity(
+                VideoActivities::finalize_cache_headers,
+                self.request.asset_id.clone(),
+                self.light(),
+            )
+            .await
+    }
+
+    /// Sends a stage event pointing at `object_key`.
+    async fn notify(&self, stage: Stage, object_key: Option<String>) {
+        self.send(Notification {
+            object_key,
+            ..self.notification(stage, None)
+        })
+        .await;
+    }
+
+    /// Delivers a stage event, retrying for a while; an undeliverable event never fails the video.
+    async fn send(&self, notification: Notification) {
+        let mut options = ActivityOptions::schedule_to_close_timeout(NOTIFY_DEADLINE);
+        options.task_queue = Some(self.request.settings.light_queue.clone());
+        options.retry_policy = Some(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .maximum_interval(Duration::from_secs(30))
+                .build(),
+        );
+        // An event that cannot be delivered is dropped: the asset's state stays authoritative.
+        let _ = self
+            .ctx
+            .execute_activity(VideoActivities::notify, notification, options)
+            .await;
+    }
+
+    fn notification(&self, stage: Stage, object_key: Option<String>) -> Notification {
+        let at_unix_ms = self
+            .ctx
+            .workflow_time()
+            .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |since| since.as_millis() as u64);
+        Notification {
+            asset_id: self.request.asset_id.clone(),
+            stage,
+            object_key,
+            progress: None,
+            status: None,
+            error: None,
+            at_unix_ms,
+        }
+    }
+
+    fn heavy(&self, timeout: Duration) -> ActivityOptions {
+        self.options(&self.request.settings.video_queue, timeout)
+    }
+
+    fn light(&self) -> ActivityOptions {
+        self.options(&self.request.settings.light_queue, LIGHT_TIMEOUT)
+    }
+
+    fn options(&self, queue: &str, timeout: Duration) -> ActivityOptions {
+        let retry = &self.request.settings.retry;
+        let mut options = ActivityOptions::start_to_close_timeout(timeout);
+        options.task_queue = Some(queue.to_owned());
+        options.retry_policy = Some(
+            RetryPolicy::builder()
+                .initial_interval(retry.initial_interval)
+                .backoff_coefficient(retry.backoff)
+                .maximum_attempts(retry.max_attempts)
+                .build(),
+        );
+        options
+    }
+
+    fn update<R>(&self, change: impl FnOnce(&mut AssetState) -> R) -> R {
+        self.ctx.state_mut(|workflow| change(&mut workflow.state))
+    }
+}
+
+/// The sentence `error` holds when the asset is not done.
+fn error_sentence(status: AssetStatus, problems: &[String]) -> String {
+    let what = problems.join("; ");
+    match status {
+        AssetStatus::Partial => {
+            format!("Processing finished with problems, the asset plays without them: {what}.")
+        }
+        _ => format!("Processing failed: {what}."),
+    }
+}
+
+/// The most specific message of an activity failure: activities put a sentence a person can act
+/// on in the innermost application failure, the outer layers only say "activity failed".
+fn reason(error: &ActivityExecutionError) -> String {
+    let Some(mut failure) = error.failure() else {
+        return error.to_string();
+    };
+    while let Some(cause) = failure.cause.as_deref() {
+        failure = cause;
+    }
+    failure.message.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_sentences_say_whether_the_asset_plays() {
+        let problems = vec!["variant 720p failed: ffmpeg crashed".to_owned()];
+        assert_eq!(
+            error_sentence(AssetStatus::Partial, &problems),
+            "Processing finished with problems, the asset plays without them: variant 720p failed: ffmpeg crashed."
+        );
+        assert_eq!(
+            error_sentence(AssetStatus::Failed, &["the source is empty".to_owned()]),
+            "Processing failed: the source is empty."
+        );
+    }
+}
