@@ -20,8 +20,12 @@ use pulse_workflows::{
     media::{Rendition, SourcePlan},
 };
 use std::sync::Arc;
+use temporalio_common::ActivityDefinition;
 use temporalio_macros::activities;
-use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use temporalio_sdk::{
+    WorkerOptions,
+    activities::{ActivityContext, ActivityError, ExecutableActivity},
+};
 use tokio::sync::watch;
 
 /// Every activity of the pipeline, sharing one S3 client and the worker's settings.
@@ -46,6 +50,22 @@ impl PulseActivities {
         let config = ActivityConfig::from_env()?;
         let storage = Storage::from_env(config.bucket.clone()).await;
         Ok(Self::new(storage, config, Notifier::default()))
+    }
+
+    /// Registers the heavy activities (probe, thumbnail, transcode), which need ffmpeg and CPU,
+    /// for a worker of the video task queue.
+    pub fn register_heavy(self: &Arc<Self>, options: &mut WorkerOptions) {
+        register(options, Self::probe, self);
+        register(options, Self::thumbnail, self);
+        register(options, Self::transcode_variant, self);
+    }
+
+    /// Registers the light activities (playlists, cache headers, events) for a worker of the
+    /// light task queue.
+    pub fn register_light(self: &Arc<Self>, options: &mut WorkerOptions) {
+        register(options, Self::publish_master, self);
+        register(options, Self::finalize_cache_headers, self);
+        register(options, Self::notify, self);
     }
 
     async fn plan(&self, job: &ProbeJob) -> anyhow::Result<SourcePlan> {
@@ -190,6 +210,16 @@ impl PulseActivities {
             .await
             .map_err(into_activity_error)
     }
+}
+
+/// Registers the activity `_marker` names, implemented by `activities`.
+fn register<A>(options: &mut WorkerOptions, _marker: A, activities: &Arc<PulseActivities>)
+where
+    A: ActivityDefinition + ExecutableActivity<Implementer = PulseActivities>,
+    A::Input: Send + Sync,
+    A::Output: Send + Sync,
+{
+    options.register_activity::<A>(activities.clone());
 }
 
 /// Runs `work` unless the activity is cancelled first; dropping it kills its ffmpeg and removes

@@ -3,6 +3,7 @@
 //!
 //! - [`activities`]: the Temporal activities (`PulseActivities`).
 //! - [`config`]: worker settings from `PULSE_*` variables.
+//! - [`connections`]: the Temporal client, as the environment configures it.
 //! - [`storage`]: the S3 bucket.
 //! - [`probe`]: reading ffprobe's report, limits.
 //! - [`ladder`]: which variants a source gets.
@@ -18,6 +19,7 @@ pub mod activities;
 pub mod cache_policy;
 pub mod codec;
 pub mod config;
+pub mod connections;
 pub mod failure;
 pub mod ffmpeg;
 pub mod hls;

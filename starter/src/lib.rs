@@ -1,0 +1,252 @@
+//! `pulse-starter`: what a backend calls to hand an uploaded video to Pulse and follow it.
+//!
+//! [`Starter`] is the library a backend embeds (the seed's `CompleteUpload` view); the binary in
+//! `main.rs` is a thin CLI over it (SPEC section 2).
+//!
+//! - [`Starter::upload`]: multipart-uploads a local file to `uploads/{asset_id}/source`.
+//! - [`Starter::start`]: starts the asset's one workflow (`video-{asset_id}`); starting again
+//!   returns the same run.
+//! - [`Starter::status`] and [`Starter::wait`]: the asset's state, from the workflow.
+//! - [`settings`]: queues, retries and timeouts from `PULSE_*` variables.
+
+pub mod settings;
+
+use anyhow::Context;
+use pulse_activities::{ActivityConfig, Storage, connections};
+use pulse_workflows::{
+    AssetId, AssetState, AssetStatus, ProcessingSettings, VideoRequest, VideoWorkflow,
+};
+use std::{path::Path, time::Duration};
+use temporalio_client::{
+    Client, WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowGetResultOptions,
+    WorkflowHandle, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions,
+    WorkflowStartOptions,
+    errors::{WorkflowInteractionError, WorkflowStartError},
+};
+
+/// How often [`Starter::wait`] looks at the state.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// The longest source key accepted.
+const MAX_SOURCE_KEY_LEN: usize = 1024;
+
+/// Why a starter call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StarterError {
+    /// No workflow was ever started for the asset (or its history has expired).
+    #[error("there is no asset {0}: it was never started, or its history expired")]
+    UnknownAsset(AssetId),
+    /// The source key is not acceptable.
+    #[error("invalid source key: {0}")]
+    InvalidSourceKey(String),
+    /// Anything else: Temporal or S3 unreachable, and so on.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// A started run of an asset's workflow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartedRun {
+    /// The workflow id, `video-{asset_id}`.
+    pub workflow_id: String,
+    /// The run id.
+    pub run_id: String,
+}
+
+/// Starts and follows video processing.
+#[derive(Clone)]
+pub struct Starter {
+    client: Client,
+    storage: Storage,
+    settings: ProcessingSettings,
+}
+
+impl Starter {
+    /// A starter over `client` and `storage`, putting `settings` in each workflow input.
+    pub fn new(client: Client, storage: Storage, settings: ProcessingSettings) -> Self {
+        Self {
+            client,
+            storage,
+            settings,
+        }
+    }
+
+    /// A starter configured from the environment (Temporal, AWS and `PULSE_*` variables).
+    pub async fn from_env() -> anyhow::Result<Self> {
+        let config = ActivityConfig::from_env()?;
+        let storage = Storage::from_env(config.bucket).await;
+        let client = connections::temporal_client().await?;
+        Ok(Self::new(client, storage, settings::from_env()?))
+    }
+
+    /// The bucket.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The Temporal client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Uploads `file` as the source of `asset` with a multipart upload; returns the key.
+    pub async fn upload(&self, asset: &AssetId, file: &Path) -> anyhow::Result<String> {
+        let key = asset.keys().upload();
+        self.storage
+            .upload_multipart(&key, file, "application/octet-stream")
+            .await
+            .with_context(|| format!("uploading {}", file.display()))?;
+        Ok(key)
+    }
+
+    /// Hands the source at `source_key` to Pulse: starts the one workflow of `asset`. Starting
+    /// an asset again, running or finished, returns its existing run.
+    pub async fn start(
+        &self,
+        asset: &AssetId,
+        source_key: &str,
+    ) -> Result<StartedRun, StarterError> {
+        check_source_key(source_key)?;
+        let request = VideoRequest {
+            asset_id: asset.clone(),
+            source_key: source_key.to_owned(),
+            settings: self.settings.clone(),
+        };
+        let workflow_id = asset.workflow_id();
+        let options =
+            WorkflowStartOptions::new(self.settings.light_queue.clone(), workflow_id.clone())
+                .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+                .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+                .static_summary(format!("video {asset} from {source_key}"))
+                .build();
+        let run_id = match self
+            .client
+            .start_workflow(VideoWorkflow::run, request, options)
+            .await
+        {
+            Ok(handle) => handle.run_id().unwrap_or_default().to_owned(),
+            Err(WorkflowStartError::AlreadyStarted { run_id, .. }) => match run_id {
+                Some(run_id) => run_id,
+                None => self.describe(asset).await?.0,
+            },
+            Err(error) => {
+                return Err(anyhow::Error::new(error)
+                    .context(format!("starting {workflow_id}"))
+                    .into());
+            }
+        };
+        Ok(StartedRun {
+            workflow_id,
+            run_id,
+        })
+    }
+
+    /// The current state of `asset`.
+    pub async fn status(&self, asset: &AssetId) -> Result<AssetState, StarterError> {
+        let (_, status) = self.describe(asset).await?;
+        let handle = self.handle(asset);
+        match status {
+            WorkflowExecutionStatus::Running => handle
+                .query(VideoWorkflow::status, (), WorkflowQueryOptions::default())
+                .await
+                .map_err(|error| {
+                    anyhow::anyhow!(
+                        "asset {asset} is being processed, but no worker answered ({error}); is pulse-worker running on {}?",
+                        self.settings.light_queue
+                    )
+                    .into()
+                }),
+            WorkflowExecutionStatus::Completed => handle
+                .get_result(WorkflowGetResultOptions::default())
+                .await
+                .map_err(|error| anyhow::Error::new(error).context("reading the final state").into()),
+            other => {
+                let mut state = AssetState::queued(asset.as_str());
+                state.status = AssetStatus::Failed;
+                state.error = Some(format!(
+                    "The processing workflow ended as {other:?} before finishing; start the asset again under a new id."
+                ));
+                Ok(state)
+            }
+        }
+    }
+
+    /// Waits until `asset` is done, partial or failed, calling `on_change` with each new state.
+    pub async fn wait(
+        &self,
+        asset: &AssetId,
+        mut on_change: impl FnMut(&AssetState),
+    ) -> Result<AssetState, StarterError> {
+        let mut last: Option<AssetState> = None;
+        loop {
+            let state = self.status(asset).await?;
+            if last.as_ref() != Some(&state) {
+                on_change(&state);
+            }
+            if state.status.is_finished() {
+                return Ok(state);
+            }
+            last = Some(state);
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    fn handle(&self, asset: &AssetId) -> WorkflowHandle<Client, VideoWorkflow> {
+        self.client
+            .get_workflow_handle::<VideoWorkflow>(asset.workflow_id())
+    }
+
+    /// The run id and status of the asset's workflow.
+    async fn describe(
+        &self,
+        asset: &AssetId,
+    ) -> Result<(String, WorkflowExecutionStatus), StarterError> {
+        match self
+            .handle(asset)
+            .describe(WorkflowDescribeOptions::default())
+            .await
+        {
+            Ok(description) => Ok((description.run_id().to_owned(), description.status())),
+            Err(WorkflowInteractionError::NotFound(_)) => {
+                Err(StarterError::UnknownAsset(asset.clone()))
+            }
+            Err(error) => Err(anyhow::Error::new(error)
+                .context(format!("looking up asset {asset}"))
+                .into()),
+        }
+    }
+}
+
+/// Refuses keys that cannot name an uploaded source.
+fn check_source_key(key: &str) -> Result<(), StarterError> {
+    let problem = if key.is_empty() {
+        Some("it is empty")
+    } else if key.len() > MAX_SOURCE_KEY_LEN {
+        Some("it is longer than 1024 bytes")
+    } else if key.chars().any(char::is_control) {
+        Some("it contains control characters")
+    } else if key.starts_with("processed/") {
+        Some("it points into processed/, where Pulse writes its output")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(StarterError::InvalidSourceKey(format!(
+            "{key:?}: {problem}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_keys_are_checked() {
+        assert!(check_source_key("uploads/a1/source").is_ok());
+        for bad in ["", "processed/a1/hls/master.m3u8", "a\nb"] {
+            assert!(check_source_key(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_source_key(&"k".repeat(1025)).is_err());
+    }
+}

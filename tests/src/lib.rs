@@ -1,0 +1,19 @@
+//! Test harness of the Pulse integration tests: the real local stack (Temporal dev server and
+//! Garage started by `cargo xtask up`), real `pulse-worker` processes, clips generated with
+//! ffmpeg's lavfi sources, and checks of what ends up in the bucket.
+//!
+//! Every test gets its own task queues and its own worker process, so tests can run in parallel,
+//! inject faults and kill workers without disturbing each other. Nothing is mocked: a missing
+//! tool or an unreachable server fails the test with a message that says what to do.
+//!
+//! - [`stack`]: connecting to the stack and the per-test [`stack::TestEnv`].
+//! - [`worker`]: spawning and killing `pulse-worker`.
+//! - [`media`]: generating clips and probing files.
+//! - [`bucket`]: listing, inspecting and downloading objects.
+//! - [`history`]: reading histories exported by the Temporal CLI, for replay tests.
+
+pub mod bucket;
+pub mod history;
+pub mod media;
+pub mod stack;
+pub mod worker;

@@ -1,0 +1,191 @@
+//! Test media generated with ffmpeg's lavfi sources, and probing what Pulse produced.
+
+use crate::stack::workspace_root;
+use serde_json::Value;
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+/// A clip to generate: a moving test pattern, optionally with a tone and rotation metadata.
+#[derive(Clone, Debug)]
+pub struct ClipSpec {
+    /// Coded width.
+    pub width: u32,
+    /// Coded height.
+    pub height: u32,
+    /// Length in seconds.
+    pub secs: f64,
+    /// Frames per second.
+    pub fps: u32,
+    /// Whether it has a stereo tone.
+    pub audio: bool,
+    /// Display rotation in degrees, written as container metadata.
+    pub rotate: Option<i32>,
+}
+
+impl ClipSpec {
+    /// A 30 fps clip of `width` x `height` lasting `secs`, with audio.
+    pub fn new(width: u32, height: u32, secs: f64) -> Self {
+        Self {
+            width,
+            height,
+            secs,
+            fps: 30,
+            audio: true,
+            rotate: None,
+        }
+    }
+
+    /// Without audio.
+    pub fn silent(mut self) -> Self {
+        self.audio = false;
+        self
+    }
+
+    /// With display rotation metadata.
+    pub fn rotated(mut self, degrees: i32) -> Self {
+        self.rotate = Some(degrees);
+        self
+    }
+
+    fn file_name(&self) -> String {
+        format!(
+            "clip-{}x{}-{}s-{}fps{}{}.mp4",
+            self.width,
+            self.height,
+            self.secs,
+            self.fps,
+            if self.audio { "-audio" } else { "" },
+            self.rotate.map(|r| format!("-rot{r}")).unwrap_or_default()
+        )
+    }
+}
+
+/// The clip of `spec`, generated once into `target/test-media/`.
+pub fn clip(spec: &ClipSpec) -> PathBuf {
+    let dir = workspace_root().join("target").join("test-media");
+    std::fs::create_dir_all(&dir).expect("creating target/test-media");
+    let path = dir.join(spec.file_name());
+    if path.exists() {
+        return path;
+    }
+    let partial = dir.join(format!(
+        "{}.{}.partial.mp4",
+        spec.file_name(),
+        std::process::id()
+    ));
+    let mut command = ffmpeg();
+    command.args(["-f", "lavfi", "-i"]).arg(format!(
+        "testsrc2=size={}x{}:rate={}:duration={}",
+        spec.width, spec.height, spec.fps, spec.secs
+    ));
+    if spec.audio {
+        command.args(["-f", "lavfi", "-i"]).arg(format!(
+            "sine=frequency=440:sample_rate=48000:duration={}",
+            spec.secs
+        ));
+        command.args(["-ac", "2", "-c:a", "aac"]);
+    }
+    command.args([
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+    ]);
+    run(command.arg(&partial));
+    if let Some(degrees) = spec.rotate {
+        // ffmpeg 5.1 writes rotation only when remuxing: the display matrix phones record.
+        let rotated = partial.with_extension("rotated.mp4");
+        run(ffmpeg()
+            .arg("-i")
+            .arg(&partial)
+            .args(["-map", "0", "-c", "copy", "-metadata:s:v:0"])
+            .arg(format!("rotate={degrees}"))
+            .arg(&rotated));
+        std::fs::rename(&rotated, &partial).expect("replacing the clip with its rotated copy");
+    }
+    std::fs::rename(&partial, &path).expect("moving the clip in place");
+    path
+}
+
+/// A quiet ffmpeg that overwrites its output.
+pub fn ffmpeg() -> Command {
+    let mut command = Command::new("ffmpeg");
+    command.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"]);
+    command
+}
+
+/// Runs `command`, panicking with its stderr if it fails (or is missing).
+pub fn run(command: &mut Command) -> Vec<u8> {
+    let output = command.output().unwrap_or_else(|error| {
+        panic!("{command:?} could not run ({error}); is ffmpeg installed (cargo xtask up)?")
+    });
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// ffprobe's JSON report (format and streams) of a local file.
+pub fn probe(path: &Path) -> Value {
+    let stdout = run(Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+        ])
+        .arg(path));
+    serde_json::from_slice(&stdout).expect("ffprobe prints JSON")
+}
+
+/// The video stream of an ffprobe report.
+pub fn video_stream(report: &Value) -> &Value {
+    report["streams"]
+        .as_array()
+        .and_then(|streams| streams.iter().find(|s| s["codec_type"] == "video"))
+        .expect("a video stream")
+}
+
+/// Decodes every stream of `path` to nowhere; returns ffmpeg's complaints (empty when clean).
+/// Local files only: playlists are read with the file protocol.
+pub fn decode_errors(path: &Path) -> String {
+    let output = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
+        .arg(path)
+        .args(["-map", "0", "-f", "null", "-"])
+        .output()
+        .expect("running ffmpeg");
+    let mut errors = String::from_utf8_lossy(&output.stderr).into_owned();
+    if !output.status.success() {
+        errors.push_str(&format!("\nffmpeg exited with {}", output.status));
+    }
+    errors
+}
+
+/// The decoded duration of `path` in seconds (last frame end), measured by decoding.
+pub fn decoded_duration(path: &Path) -> f64 {
+    let stdout = run(Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path));
+    String::from_utf8_lossy(&stdout)
+        .trim()
+        .parse()
+        .expect("ffprobe prints a duration")
+}

@@ -1,0 +1,44 @@
+//! `pulse-worker`: see the library for what it does.
+
+use clap::Parser;
+use pulse_worker::WorkerSettings;
+use pulse_workflows::request::{DEFAULT_LIGHT_QUEUE, DEFAULT_VIDEO_QUEUE};
+
+/// Hosts the Pulse video workflow and its activities.
+///
+/// Temporal is found through TEMPORAL_ADDRESS and TEMPORAL_NAMESPACE, the bucket through the AWS_*
+/// variables and PULSE_BUCKET.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Task queues to poll, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [DEFAULT_VIDEO_QUEUE.to_owned(), DEFAULT_LIGHT_QUEUE.to_owned()])]
+    queues: Vec<String>,
+    /// Name of the video (heavy) task queue.
+    #[arg(long, env = "PULSE_VIDEO_QUEUE", default_value = DEFAULT_VIDEO_QUEUE)]
+    video_queue: String,
+    /// Name of the light task queue.
+    #[arg(long, env = "PULSE_LIGHT_QUEUE", default_value = DEFAULT_LIGHT_QUEUE)]
+    light_queue: String,
+    /// Heavy activities (probe, thumbnail, transcode) run at once.
+    #[arg(long, env = "PULSE_MAX_HEAVY_ACTIVITIES", default_value_t = 2)]
+    max_heavy_activities: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    pulse_worker::run(WorkerSettings {
+        queues: args.queues,
+        video_queue: args.video_queue,
+        light_queue: args.light_queue,
+        max_heavy_activities: args.max_heavy_activities,
+    })
+    .await
+}
