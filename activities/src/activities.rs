@@ -8,18 +8,20 @@ use crate::{
     failure::into_activity_error,
     ffmpeg::{self, SourceInput, recipes},
     hls, ladder,
-    notify::{Notifier, stage_event},
+    notify::{Notifier, ProgressEvents, stage_event},
     probe::{ProbeReport, analyse},
     storage::Storage,
-    transcode::{self, PRESIGN_TTL},
+    transcode::{self, PRESIGN_TTL, TranscodeCheckpoint},
 };
 use anyhow::Context;
+use futures::future::BoxFuture;
 use pulse_workflows::{
-    AssetId,
+    AssetId, VideoWorkflow,
     contract::{self, MasterJob, Notification, ProbeJob, ThumbnailJob, TranscodeJob},
     media::{Rendition, SourcePlan},
 };
 use std::sync::Arc;
+use temporalio_client::WorkflowQueryOptions;
 use temporalio_common::ActivityDefinition;
 use temporalio_macros::activities;
 use temporalio_sdk::{
@@ -49,7 +51,8 @@ impl PulseActivities {
     pub async fn from_env() -> anyhow::Result<Self> {
         let config = ActivityConfig::from_env()?;
         let storage = Storage::from_env(config.bucket.clone()).await;
-        Ok(Self::new(storage, config, Notifier::default()))
+        let notifier = Notifier::from_config(&config)?;
+        Ok(Self::new(storage, config, notifier))
     }
 
     /// Registers the heavy activities (probe, thumbnail, transcode), which need ffmpeg and CPU,
@@ -161,16 +164,34 @@ impl PulseActivities {
                 job.variant.name
             )));
         }
-        let (checkpoints, mut latest) = watch::channel(transcode::TranscodeCheckpoint::default());
-        let work = transcode::transcode_variant(&self.storage, &self.config, &job, checkpoints);
-        // Heartbeats carry the latest checkpoint; the SDK throttles them to the heartbeat timeout.
-        let heartbeats = async {
+        let previous: TranscodeCheckpoint = ctx
+            .heartbeat_details()
+            .deserialize()
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let events = ProgressEvents::start(
+            self.notifier.clone(),
+            job.asset_id.to_string(),
+            // Earlier variants sent at most this variant's start: a new variant continues from it.
+            previous.last_progress_event.max(job.progress.start),
+            stage_events_out(&ctx, job.events_before),
+        );
+        let (checkpoints, mut latest) = watch::channel(previous.clone());
+        let work =
+            transcode::transcode_variant(&self.storage, &self.config, &job, &previous, checkpoints);
+        // Heartbeats carry the latest checkpoint (the SDK throttles them); progress events go
+        // out from their own task and never hold the transcode up.
+        let reporting = async {
             while latest.changed().await.is_ok() {
-                let checkpoint = latest.borrow_and_update().clone();
+                let mut checkpoint = latest.borrow_and_update().clone();
+                events.offer(checkpoint.progress);
+                checkpoint.last_progress_event = events.last_sent();
                 let _ = ctx.record_heartbeat(checkpoint).await;
             }
         };
-        let (result, ()) = tokio::join!(until_cancelled(&ctx, work), heartbeats);
+        let (result, ()) = tokio::join!(until_cancelled(&ctx, work), reporting);
+        events.finish().await;
         result
     }
 
@@ -209,6 +230,31 @@ impl PulseActivities {
             .deliver(&event)
             .await
             .map_err(into_activity_error)
+    }
+}
+
+/// Asks the workflow whether the `before` stage events queued ahead of a transcode are
+/// delivered, so its progress events cannot overtake them.
+fn stage_events_out(
+    ctx: &ActivityContext,
+    before: u32,
+) -> impl Fn() -> BoxFuture<'static, bool> + Send + 'static {
+    let workflow = ctx.workflow_handle::<VideoWorkflow>().map(Arc::new);
+    move || {
+        let workflow = workflow.clone();
+        Box::pin(async move {
+            let Some(workflow) = workflow else {
+                return false;
+            };
+            workflow
+                .query(
+                    VideoWorkflow::events_settled,
+                    (),
+                    WorkflowQueryOptions::default(),
+                )
+                .await
+                .is_ok_and(|settled| settled >= before)
+        })
     }
 }
 

@@ -18,6 +18,10 @@ pub struct ActivityConfig {
     /// Base URL under which viewers fetch processed objects (`PULSE_PUBLIC_BASE_URL`, default
     /// the bucket's path-style URL at `AWS_ENDPOINT_URL`). Event URLs are built from it.
     pub public_base_url: String,
+    /// Where events are POSTed (`PULSE_WEBHOOK_URL`); none means log only.
+    pub webhook_url: Option<String>,
+    /// Key that signs webhook deliveries (`PULSE_WEBHOOK_SECRET`), required with a URL.
+    pub webhook_secret: Option<String>,
     /// Test-only fault switch: variants whose every transcode attempt fails
     /// (`PULSE_FAULT_FAIL_VARIANTS`, comma separated, e.g. `720p`).
     pub failing_variants: Vec<String>,
@@ -60,6 +64,8 @@ impl ActivityConfig {
                 )?,
             },
             public_base_url: public_base_url.trim_end_matches('/').to_owned(),
+            webhook_url: lookup("PULSE_WEBHOOK_URL").filter(|url| !url.is_empty()),
+            webhook_secret: lookup("PULSE_WEBHOOK_SECRET").filter(|secret| !secret.is_empty()),
             failing_variants: lookup("PULSE_FAULT_FAIL_VARIANTS")
                 .map(|list| {
                     list.split(',')

@@ -1,8 +1,37 @@
 //! Delivering events (SPEC section 4) to where the frontend can get them.
+//!
+//! Every event becomes a structured log line (target `pulse::events`). With `PULSE_WEBHOOK_URL`
+//! set, it is also POSTed there as JSON, signed with `PULSE_WEBHOOK_SECRET` (see
+//! [`pulse_workflows::events::signature`]).
+//!
+//! Stage events come from the workflow through the `notify` activity: a failed delivery is an
+//! error, so Temporal retries it. Progress events come from a running transcode through
+//! [`ProgressEvents`]: best effort, at least two points apart, never backwards, and never
+//! allowed to slow the transcode.
 
 use crate::config::ActivityConfig;
-use pulse_workflows::{contract::Notification, events::Event};
-use std::time::{Duration, UNIX_EPOCH};
+use anyhow::{Context, bail};
+use pulse_workflows::{
+    contract::Notification,
+    events::{Event, signature},
+};
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+use tokio::{sync::watch, task::JoinHandle};
+
+/// How long a stage event delivery may take before it counts as failed (and is retried).
+const STAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a progress event delivery may take before it is dropped.
+const PROGRESS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Smallest progress step worth an event, in points.
+pub const PROGRESS_STEP: f64 = 2.0;
+/// How often a transcode asks whether earlier stage events are out.
+const GATE_RECHECK: Duration = Duration::from_secs(1);
+/// How long a finishing transcode waits for its last progress event to go out.
+const PROGRESS_FLUSH: Duration = Duration::from_secs(1);
 
 /// Builds the wire event of a stage notification; object keys become public URLs.
 pub fn stage_event(notification: &Notification, config: &ActivityConfig) -> Event {
@@ -26,16 +55,224 @@ pub fn rfc3339(unix_ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(unix_ms)).to_string()
 }
 
-/// Where events go.
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Where events go: the log, and the webhook if one is configured.
 #[derive(Clone, Debug, Default)]
-pub struct Notifier {}
+pub struct Notifier {
+    webhook: Option<Webhook>,
+}
+
+/// A signed-JSON webhook.
+#[derive(Clone, Debug)]
+struct Webhook {
+    url: String,
+    secret: Vec<u8>,
+    http: reqwest::Client,
+}
 
 impl Notifier {
-    /// Delivers `event`: one structured log line per event.
+    /// A notifier that only logs.
+    pub fn log_only() -> Self {
+        Self::default()
+    }
+
+    /// A notifier as `config` says (`PULSE_WEBHOOK_URL`, `PULSE_WEBHOOK_SECRET`).
+    pub fn from_config(config: &ActivityConfig) -> anyhow::Result<Self> {
+        let Some(url) = config.webhook_url.clone() else {
+            return Ok(Self::log_only());
+        };
+        let Some(secret) = config.webhook_secret.clone() else {
+            bail!(
+                "PULSE_WEBHOOK_URL is set but PULSE_WEBHOOK_SECRET is not: deliveries must be signed"
+            );
+        };
+        Ok(Self {
+            webhook: Some(Webhook {
+                url,
+                secret: secret.into_bytes(),
+                http: reqwest::Client::builder()
+                    .build()
+                    .context("building the webhook HTTP client")?,
+            }),
+        })
+    }
+
+    /// Delivers a stage event; an error means it was not delivered and should be retried.
     pub async fn deliver(&self, event: &Event) -> anyhow::Result<()> {
-        let json = serde_json::to_string(event)?;
-        tracing::info!(target: "pulse::events", asset_id = %event.asset_id, event = %json, "event");
+        self.send(event, STAGE_TIMEOUT).await
+    }
+
+    /// Delivers a progress event if it can be done quickly; returns whether it was delivered.
+    pub async fn deliver_progress(&self, event: &Event) -> bool {
+        match self.send(event, PROGRESS_TIMEOUT).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::debug!(asset_id = %event.asset_id, "progress event dropped: {error:#}");
+                false
+            }
+        }
+    }
+
+    async fn send(&self, event: &Event, timeout: Duration) -> anyhow::Result<()> {
+        let body = serde_json::to_vec(event)?;
+        tracing::info!(target: "pulse::events", asset_id = %event.asset_id, event = %String::from_utf8_lossy(&body));
+        let Some(webhook) = &self.webhook else {
+            return Ok(());
+        };
+        let timestamp = now_unix_ms() / 1000;
+        let response = webhook
+            .http
+            .post(&webhook.url)
+            .timeout(timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(signature::TIMESTAMP_HEADER, timestamp.to_string())
+            .header(
+                signature::SIGNATURE_HEADER,
+                signature::sign(&webhook.secret, timestamp, &body),
+            )
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("posting the event to {}", webhook.url))?;
+        if !response.status().is_success() {
+            bail!("the webhook {} answered {}", webhook.url, response.status());
+        }
         Ok(())
+    }
+}
+
+/// Which progress values are worth an event: rounded to a tenth, at least [`PROGRESS_STEP`]
+/// above the last one sent, so the stream never goes backwards and never spams.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ProgressThrottle {
+    last_sent_tenths: i64,
+}
+
+impl ProgressThrottle {
+    /// A throttle whose last sent value was `last_sent` percent.
+    pub fn after(last_sent: f64) -> Self {
+        Self {
+            last_sent_tenths: tenths(last_sent),
+        }
+    }
+
+    /// The value to send for `progress`, if it is far enough above the last one sent.
+    pub fn worth_sending(&self, progress: f64) -> Option<f64> {
+        let candidate = tenths(progress);
+        (candidate >= self.last_sent_tenths + tenths(PROGRESS_STEP))
+            .then(|| candidate as f64 / 10.0)
+    }
+
+    /// Records that `value` (as returned by [`Self::worth_sending`]) went out.
+    pub fn sent(&mut self, value: f64) {
+        self.last_sent_tenths = self.last_sent_tenths.max(tenths(value));
+    }
+
+    /// The last value sent.
+    pub fn last_sent(&self) -> f64 {
+        self.last_sent_tenths as f64 / 10.0
+    }
+}
+
+fn tenths(percent: f64) -> i64 {
+    if percent.is_finite() {
+        (percent * 10.0).round() as i64
+    } else {
+        0
+    }
+}
+
+/// The progress events of one running transcode, sent from a background task so that a slow
+/// receiver never slows the transcode: only the latest value waits to go out.
+pub struct ProgressEvents {
+    latest: watch::Sender<f64>,
+    throttle: Arc<Mutex<ProgressThrottle>>,
+    task: JoinHandle<()>,
+}
+
+impl ProgressEvents {
+    /// Starts sending progress events of `asset_id`, the last one sent before being
+    /// `last_sent`. `stage_events_out` tells whether the stage events that must precede them
+    /// have been delivered; it is asked at most once a second until it says yes.
+    pub fn start<G, F>(
+        notifier: Notifier,
+        asset_id: String,
+        last_sent: f64,
+        stage_events_out: G,
+    ) -> Self
+    where
+        G: Fn() -> F + Send + 'static,
+        F: Future<Output = bool> + Send,
+    {
+        let (latest, mut values) = watch::channel(last_sent);
+        let throttle = Arc::new(Mutex::new(ProgressThrottle::after(last_sent)));
+        let shared = throttle.clone();
+        let task = tokio::spawn(async move {
+            let mut gate_open = false;
+            let mut last_gate_check: Option<Instant> = None;
+            while values.changed().await.is_ok() {
+                let progress = *values.borrow_and_update();
+                let Some(value) = shared
+                    .lock()
+                    .expect("throttle lock")
+                    .worth_sending(progress)
+                else {
+                    continue;
+                };
+                if !gate_open {
+                    if last_gate_check.is_some_and(|at| at.elapsed() < GATE_RECHECK) {
+                        continue;
+                    }
+                    last_gate_check = Some(Instant::now());
+                    gate_open = stage_events_out().await;
+                    if !gate_open {
+                        continue;
+                    }
+                }
+                let mut event = Event::update(asset_id.clone(), rfc3339(now_unix_ms()));
+                event.progress = Some(value);
+                if notifier.deliver_progress(&event).await {
+                    shared.lock().expect("throttle lock").sent(value);
+                }
+            }
+        });
+        Self {
+            latest,
+            throttle,
+            task,
+        }
+    }
+
+    /// Offers the current overall progress; returns at once.
+    pub fn offer(&self, progress: f64) {
+        self.latest.send_replace(progress);
+    }
+
+    /// The last progress value delivered.
+    pub fn last_sent(&self) -> f64 {
+        self.throttle.lock().expect("throttle lock").last_sent()
+    }
+
+    /// Lets the last offered value go out (for at most a second), then stops.
+    pub async fn finish(self) -> f64 {
+        let Self {
+            latest,
+            throttle,
+            mut task,
+        } = self;
+        drop(latest);
+        if tokio::time::timeout(PROGRESS_FLUSH, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+        throttle.lock().expect("throttle lock").last_sent()
     }
 }
 
@@ -68,5 +305,58 @@ mod tests {
         assert_eq!(event.at, "2023-11-14T22:13:20.123Z");
         assert_eq!(event.status, Some(AssetStatus::Partial));
         assert_eq!(event.kind, "update");
+    }
+
+    #[test]
+    fn the_throttle_sends_steps_of_two_points_and_never_goes_back() {
+        let mut throttle = ProgressThrottle::after(0.0);
+        let mut sent = Vec::new();
+        for progress in [
+            0.5, 1.94, 1.96, 2.5, 3.97, 3.99, 3.0, 10.0, 11.0, 12.04, 50.0, 49.0, 99.0,
+        ] {
+            if let Some(value) = throttle.worth_sending(progress) {
+                throttle.sent(value);
+                sent.push(value);
+            }
+        }
+        assert_eq!(sent, vec![2.0, 4.0, 10.0, 12.0, 50.0, 99.0]);
+        assert!(sent.windows(2).all(|w| w[1] - w[0] >= PROGRESS_STEP - 1e-9));
+    }
+
+    #[test]
+    fn a_resumed_throttle_continues_above_what_was_sent() {
+        let throttle = ProgressThrottle::after(37.3);
+        assert_eq!(throttle.worth_sending(20.0), None);
+        assert_eq!(throttle.worth_sending(39.2), None);
+        assert_eq!(throttle.worth_sending(39.3), Some(39.3));
+        assert_eq!(throttle.worth_sending(f64::NAN), None);
+    }
+
+    #[tokio::test]
+    async fn progress_waits_for_the_stage_events_and_stops_cleanly() {
+        let gate = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let opened = gate.clone();
+        let events = ProgressEvents::start(Notifier::log_only(), "a1".into(), 0.0, move || {
+            let open = opened.load(std::sync::atomic::Ordering::SeqCst);
+            async move { open }
+        });
+        events.offer(5.0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            events.last_sent(),
+            0.0,
+            "held back until the stage events are out"
+        );
+        gate.store(true, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(GATE_RECHECK).await;
+        events.offer(6.0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(events.last_sent(), 6.0);
+        events.offer(7.0);
+        assert_eq!(
+            events.finish().await,
+            6.0,
+            "7 is less than two points above 6"
+        );
     }
 }

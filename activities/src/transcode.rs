@@ -28,21 +28,25 @@ pub const PRESIGN_TTL: Duration = Duration::from_secs(12 * 60 * 60);
 /// How often the work folder is checked for finished segments.
 const SCAN_INTERVAL: Duration = Duration::from_millis(250);
 
-/// What a transcode attempt has achieved so far; heartbeated, so it outlives the attempt.
+/// What the attempts of a transcode have achieved so far; heartbeated, so it outlives them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TranscodeCheckpoint {
     /// Segments uploaded so far, in order.
     pub segments: Vec<SegmentRecord>,
-    /// Overall progress reached so far, 0 to 100.
+    /// Overall progress reached so far, 0 to 100; never lowered, also across attempts.
     pub progress: f64,
+    /// The last progress event delivered, so a retried attempt never sends a lower one.
+    pub last_progress_event: f64,
 }
 
 /// Transcodes `job`, publishing the checkpoint to `checkpoints` whenever it changes (at most
-/// every [`SCAN_INTERVAL`]). Returns the finished rendition.
+/// every [`SCAN_INTERVAL`]); `previous` is what earlier attempts reached. Returns the finished
+/// rendition.
 pub async fn transcode_variant(
     storage: &Storage,
     config: &ActivityConfig,
     job: &TranscodeJob,
+    previous: &TranscodeCheckpoint,
     checkpoints: watch::Sender<TranscodeCheckpoint>,
 ) -> anyhow::Result<Rendition> {
     let variant = &job.variant;
@@ -75,7 +79,10 @@ pub async fn transcode_variant(
         work_dir: work.path(),
     };
     let duration = Duration::from_secs_f64(job.media.duration_secs);
-    let mut checkpoint = TranscodeCheckpoint::default();
+    let mut checkpoint = TranscodeCheckpoint {
+        segments: Vec::new(),
+        ..previous.clone()
+    };
     let mut scan = tokio::time::interval(SCAN_INTERVAL);
     loop {
         tokio::select! {

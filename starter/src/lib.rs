@@ -12,15 +12,20 @@
 pub mod settings;
 
 use anyhow::Context;
-use pulse_activities::{ActivityConfig, Storage, connections};
+use pulse_activities::{ActivityConfig, Storage, connections, transcode::TranscodeCheckpoint};
 use pulse_workflows::{
     AssetId, AssetState, AssetStatus, ProcessingSettings, VideoRequest, VideoWorkflow,
 };
-use std::{path::Path, time::Duration};
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 use temporalio_client::{
-    Client, WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowGetResultOptions,
-    WorkflowHandle, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions,
-    WorkflowStartOptions,
+    Client, WorkflowDescribeOptions, WorkflowExecutionDescription, WorkflowExecutionStatus,
+    WorkflowGetResultOptions, WorkflowHandle, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
+    WorkflowQueryOptions, WorkflowStartOptions,
     errors::{WorkflowInteractionError, WorkflowStartError},
 };
 
@@ -58,6 +63,10 @@ pub struct Starter {
     client: Client,
     storage: Storage,
     settings: ProcessingSettings,
+    /// Highest progress reported per asset. Live progress comes from the running transcode's
+    /// heartbeat, which vanishes a moment before the workflow records the finished variant; the
+    /// mark keeps what this starter reports from going back in that moment.
+    progress_marks: Arc<Mutex<HashMap<AssetId, f64>>>,
 }
 
 impl Starter {
@@ -67,6 +76,7 @@ impl Starter {
             client,
             storage,
             settings,
+            progress_marks: Arc::default(),
         }
     }
 
@@ -126,7 +136,7 @@ impl Starter {
             Ok(handle) => handle.run_id().unwrap_or_default().to_owned(),
             Err(WorkflowStartError::AlreadyStarted { run_id, .. }) => match run_id {
                 Some(run_id) => run_id,
-                None => self.describe(asset).await?.0,
+                None => self.describe(asset).await?.run_id().to_owned(),
             },
             Err(error) => {
                 return Err(anyhow::Error::new(error)
@@ -140,25 +150,41 @@ impl Starter {
         })
     }
 
-    /// The current state of `asset`.
+    /// The current state of `asset`. While it is processed, `progress` includes the live
+    /// progress the running transcode heartbeats.
     pub async fn status(&self, asset: &AssetId) -> Result<AssetState, StarterError> {
-        let (_, status) = self.describe(asset).await?;
+        let description = self.describe(asset).await?;
         let handle = self.handle(asset);
-        match status {
-            WorkflowExecutionStatus::Running => handle
-                .query(VideoWorkflow::status, (), WorkflowQueryOptions::default())
-                .await
-                .map_err(|error| {
-                    anyhow::anyhow!(
-                        "asset {asset} is being processed, but no worker answered ({error}); is pulse-worker running on {}?",
-                        self.settings.light_queue
-                    )
-                    .into()
-                }),
+        match description.status() {
+            WorkflowExecutionStatus::Running => {
+                let mut state = handle
+                    .query(VideoWorkflow::status, (), WorkflowQueryOptions::default())
+                    .await
+                    .map_err(|error| {
+                        anyhow::anyhow!(
+                            "asset {asset} is being processed, but no worker answered ({error}); is pulse-worker running on {}?",
+                            self.settings.light_queue
+                        )
+                    })?;
+                let mut marks = self.progress_marks.lock().expect("progress marks lock");
+                if state.status.is_finished() {
+                    marks.remove(asset);
+                } else {
+                    let live = live_progress(&description).unwrap_or(0.0);
+                    let mark = marks.entry(asset.clone()).or_insert(0.0);
+                    *mark = mark.max(live).max(state.progress);
+                    state.progress = *mark;
+                }
+                Ok(state)
+            }
             WorkflowExecutionStatus::Completed => handle
                 .get_result(WorkflowGetResultOptions::default())
                 .await
-                .map_err(|error| anyhow::Error::new(error).context("reading the final state").into()),
+                .map_err(|error| {
+                    anyhow::Error::new(error)
+                        .context("reading the final state")
+                        .into()
+                }),
             other => {
                 let mut state = AssetState::queued(asset.as_str());
                 state.status = AssetStatus::Failed;
@@ -195,17 +221,17 @@ impl Starter {
             .get_workflow_handle::<VideoWorkflow>(asset.workflow_id())
     }
 
-    /// The run id and status of the asset's workflow.
+    /// The asset's workflow as Temporal describes it.
     async fn describe(
         &self,
         asset: &AssetId,
-    ) -> Result<(String, WorkflowExecutionStatus), StarterError> {
+    ) -> Result<WorkflowExecutionDescription, StarterError> {
         match self
             .handle(asset)
             .describe(WorkflowDescribeOptions::default())
             .await
         {
-            Ok(description) => Ok((description.run_id().to_owned(), description.status())),
+            Ok(description) => Ok(description),
             Err(WorkflowInteractionError::NotFound(_)) => {
                 Err(StarterError::UnknownAsset(asset.clone()))
             }
@@ -214,6 +240,19 @@ impl Starter {
                 .into()),
         }
     }
+}
+
+/// The highest progress the running activities heartbeat (transcodes heartbeat a
+/// [`TranscodeCheckpoint`]).
+fn live_progress(description: &WorkflowExecutionDescription) -> Option<f64> {
+    description
+        .raw()
+        .pending_activities
+        .iter()
+        .filter_map(|activity| activity.heartbeat_details.as_ref()?.payloads.first())
+        .filter_map(|payload| serde_json::from_slice::<TranscodeCheckpoint>(&payload.data).ok())
+        .map(|checkpoint| checkpoint.progress)
+        .reduce(f64::max)
 }
 
 /// Refuses keys that cannot name an uploaded source.

@@ -11,9 +11,11 @@
 //! - [`media`]: generating clips and probing files.
 //! - [`bucket`]: listing, inspecting and downloading objects.
 //! - [`history`]: reading histories exported by the Temporal CLI, for replay tests.
+//! - [`webhook`]: a real webhook receiver that records deliveries.
 
 pub mod bucket;
 pub mod history;
 pub mod media;
 pub mod stack;
+pub mod webhook;
 pub mod worker;

@@ -73,7 +73,7 @@ pub fn clip(spec: &ClipSpec) -> PathBuf {
     let partial = dir.join(format!(
         "{}.{}.partial.mp4",
         spec.file_name(),
-        std::process::id()
+        uuid::Uuid::new_v4().simple()
     ));
     let mut command = ffmpeg();
     command.args(["-f", "lavfi", "-i"]).arg(format!(

@@ -12,7 +12,7 @@ use pulse_workflows::{
     VideoWorkflow,
     request::{DEFAULT_LIGHT_QUEUE, DEFAULT_VIDEO_QUEUE},
 };
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 use temporalio_sdk::{
     Runtime, Worker, WorkerOptions,
     runtime::{
@@ -20,6 +20,9 @@ use temporalio_sdk::{
         worker_tuner::{FixedSizeSlotSupplier, TunerHolder},
     },
 };
+
+/// Longest time between two heartbeats of a running transcode.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What one worker process does.
 #[derive(Clone, Debug, PartialEq)]
@@ -84,6 +87,8 @@ fn worker_options(
     if queue == settings.video_queue {
         let mut options = WorkerOptions::new(queue)
             .tuner(slots(settings.max_heavy_activities))
+            // Live progress in the Temporal UI and `pulse-starter watch` comes from heartbeats.
+            .max_heartbeat_throttle_interval(HEARTBEAT_INTERVAL)
             .build();
         activities.register_heavy(&mut options);
         Ok(options)

@@ -46,6 +46,9 @@ pub struct TranscodeJob {
     pub variant: VariantSpec,
     /// The part of the overall progress scale this variant covers.
     pub progress: ProgressSpan,
+    /// Stage events queued before this transcode; its progress events wait until the workflow's
+    /// `events_settled` query reaches this count.
+    pub events_before: u32,
 }
 
 /// Input of `publish_master`: every finished variant.

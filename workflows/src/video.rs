@@ -4,6 +4,9 @@
 //! smallest first, republishing the master playlist after each so the asset plays as soon as the
 //! first variant is out. What finished, what failed and why are workflow state, answered by the
 //! `status` query; a crashed worker's replacement replays that state instead of reading flags.
+//!
+//! Stage events go through an outbox delivered alongside the pipeline, one at a time and in
+//! order, each retried until delivered: a slow or failing receiver delays events, never the video.
 
 use crate::{
     contract::{MasterJob, Notification, ProbeJob, ThumbnailJob, TranscodeJob, VideoActivities},
@@ -13,11 +16,15 @@ use crate::{
     request::VideoRequest,
     state::{AssetState, AssetStatus, VariantState, VariantStatus},
 };
-use std::time::{Duration, UNIX_EPOCH};
+use std::{
+    collections::VecDeque,
+    time::{Duration, UNIX_EPOCH},
+};
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityExecutionError, ActivityOptions, WorkflowContext, WorkflowContextView, WorkflowResult,
+    workflows::join,
 };
 
 /// How long one probe or thumbnail attempt may take.
@@ -27,13 +34,23 @@ const TRANSCODE_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
 /// How long one light activity attempt may take.
 const LIGHT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a stage event is retried before it is given up.
-const NOTIFY_DEADLINE: Duration = Duration::from_secs(10 * 60);
+const NOTIFY_DEADLINE: Duration = Duration::from_secs(60 * 60);
+/// Longest wait between two delivery attempts of a stage event.
+const NOTIFY_MAX_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The video pipeline of one asset. Its workflow id is `video-{asset_id}`.
 #[workflow]
 #[derive(Default)]
 pub struct VideoWorkflow {
     state: AssetState,
+    /// Stage events waiting for delivery, oldest first.
+    outbox: VecDeque<Notification>,
+    /// Stage events queued so far.
+    events_queued: u32,
+    /// Stage events delivered (or given up on) so far.
+    events_settled: u32,
+    /// Whether the pipeline has queued its last event.
+    pipeline_finished: bool,
 }
 
 #[workflow_methods]
@@ -48,13 +65,22 @@ impl VideoWorkflow {
             ctx: ctx.clone(),
             request,
         };
-        Ok(pipeline.run().await)
+        let (state, ()) = join!(pipeline.run(), pipeline.deliver_events());
+        Ok(state)
     }
 
     /// The asset's current state.
     #[query]
     pub fn status(&self, _ctx: &WorkflowContextView) -> AssetState {
         self.state.clone()
+    }
+
+    /// How many stage events are delivered (or given up on). A transcode sends its progress
+    /// events only once the stage events queued before it are out, so the frontend sees every
+    /// event in order.
+    #[query]
+    pub fn events_settled(&self, _ctx: &WorkflowContextView) -> u32 {
+        self.events_settled
     }
 }
 
@@ -70,7 +96,7 @@ impl Pipeline {
             *state = AssetState::queued(self.request.asset_id.as_str());
             state.status = AssetStatus::Processing;
         });
-        self.notify(Stage::Processing, None).await;
+        self.notify(Stage::Processing, None);
 
         let plan = match self.probe().await {
             Ok(plan) if !plan.variants.is_empty() => plan,
@@ -96,7 +122,7 @@ impl Pipeline {
         match self.thumbnail(&plan).await {
             Ok(key) => {
                 self.update(|state| state.thumbnail_key = Some(key.clone()));
-                self.notify(Stage::ThumbnailReady, Some(key)).await;
+                self.notify(Stage::ThumbnailReady, Some(key));
             }
             Err(error) => problems.push(format!("the thumbnail failed: {}", reason(&error))),
         }
@@ -156,7 +182,7 @@ impl Pipeline {
             first
         });
         if first_playable {
-            self.notify(Stage::Playable, Some(master_key)).await;
+            self.notify(Stage::Playable, Some(master_key));
         }
         Ok(())
     }
@@ -179,20 +205,21 @@ impl Pipeline {
             }
             state.clone()
         });
-        if state.status == AssetStatus::Done {
-            self.send(Notification {
+        let terminal = if state.status == AssetStatus::Done {
+            Notification {
                 progress: Some(progress::DONE),
                 ..self.notification(Stage::Done, None)
-            })
-            .await;
+            }
         } else {
-            self.send(Notification {
+            Notification {
                 status: Some(state.status),
                 error: state.error.clone(),
                 ..self.notification(Stage::Failed, None)
-            })
-            .await;
-        }
+            }
+        };
+        self.queue_event(terminal);
+        self.ctx
+            .state_mut(|workflow| workflow.pipeline_finished = true);
         state
     }
 
@@ -233,6 +260,7 @@ impl Pipeline {
             media: plan.media.clone(),
             variant: variant.clone(),
             progress,
+            events_before: self.ctx.state(|workflow| workflow.events_queued),
         };
         let mut options = self.heavy(TRANSCODE_TIMEOUT);
         options.heartbeat_timeout = Some(self.request.settings.heartbeat_timeout);
@@ -265,30 +293,50 @@ impl Pipeline {
             .await
     }
 
-    /// Sends a stage event pointing at `object_key`.
-    async fn notify(&self, stage: Stage, object_key: Option<String>) {
-        self.send(Notification {
+    /// Queues a stage event pointing at `object_key`.
+    fn notify(&self, stage: Stage, object_key: Option<String>) {
+        self.queue_event(Notification {
             object_key,
             ..self.notification(stage, None)
-        })
-        .await;
+        });
     }
 
-    /// Delivers a stage event, retrying for a while; an undeliverable event never fails the video.
-    async fn send(&self, notification: Notification) {
-        let mut options = ActivityOptions::schedule_to_close_timeout(NOTIFY_DEADLINE);
-        options.task_queue = Some(self.request.settings.light_queue.clone());
-        options.retry_policy = Some(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .maximum_interval(Duration::from_secs(30))
-                .build(),
-        );
-        // An event that cannot be delivered is dropped: the asset's state stays authoritative.
-        let _ = self
-            .ctx
-            .execute_activity(VideoActivities::notify, notification, options)
-            .await;
+    fn queue_event(&self, notification: Notification) {
+        self.ctx.state_mut(|workflow| {
+            workflow.outbox.push_back(notification);
+            workflow.events_queued += 1;
+        });
+    }
+
+    /// Delivers queued stage events one at a time, in order, until the pipeline has finished and
+    /// the outbox is empty. Each is retried for an hour; one that cannot be delivered is dropped,
+    /// since the asset's state, not the event stream, is authoritative.
+    async fn deliver_events(&self) {
+        loop {
+            let ready = self
+                .ctx
+                .wait_condition(|workflow| {
+                    !workflow.outbox.is_empty() || workflow.pipeline_finished
+                })
+                .await;
+            let next = self.ctx.state_mut(|workflow| workflow.outbox.pop_front());
+            let (Ok(()), Some(notification)) = (ready, next) else {
+                return;
+            };
+            let mut options = ActivityOptions::schedule_to_close_timeout(NOTIFY_DEADLINE);
+            options.task_queue = Some(self.request.settings.light_queue.clone());
+            options.retry_policy = Some(
+                RetryPolicy::builder()
+                    .initial_interval(Duration::from_secs(1))
+                    .maximum_interval(NOTIFY_MAX_INTERVAL)
+                    .build(),
+            );
+            let _undeliverable = self
+                .ctx
+                .execute_activity(VideoActivities::notify, notification, options)
+                .await;
+            self.ctx.state_mut(|workflow| workflow.events_settled += 1);
+        }
     }
 
     fn notification(&self, stage: Stage, object_key: Option<String>) -> Notification {

@@ -156,6 +156,26 @@ mod tests {
         assert!(times.windows(2).all(|w| w[0] <= w[1]));
     }
 
+    /// Captured from ffmpeg 5.1 encoding 1080p with x264's slow preset: while the encoder's
+    /// lookahead fills, nothing is written yet and ffmpeg reports `speed=N/A`, `out_time_us=0`.
+    const CAPTURED_SLOW_START: &[u8] = include_bytes!("testdata/progress-slow-start.txt");
+
+    #[test]
+    fn parses_real_output_with_unknown_values() {
+        let updates = ProgressParser::default().feed(CAPTURED_SLOW_START);
+        assert_eq!(updates.len(), 8);
+        let first = &updates[0];
+        assert_eq!(first.speed, None, "speed=N/A");
+        assert_eq!(first.out_time, Some(Duration::ZERO));
+        assert_eq!(first.fraction_of(Duration::from_secs(2)), Some(0.0));
+        assert_eq!(
+            first.fraction_of(Duration::ZERO),
+            None,
+            "a zero duration gives no fraction"
+        );
+        assert!(updates.last().unwrap().ended);
+    }
+
     #[test]
     fn any_chunking_gives_the_same_updates() {
         let whole = ProgressParser::default().feed(CAPTURED);
