@@ -9,9 +9,10 @@ use crate::{
     ffmpeg::{self, SourceInput, recipes},
     hls, ladder,
     notify::{Notifier, ProgressEvents, stage_event},
-    probe::{ProbeReport, analyse},
+    probe::{ProbeReport, analyse, unreadable},
     storage::Storage,
     transcode::{self, PRESIGN_TTL, TranscodeCheckpoint},
+    workdir,
 };
 use anyhow::Context;
 use futures::future::BoxFuture;
@@ -20,7 +21,7 @@ use pulse_workflows::{
     contract::{self, MasterJob, Notification, ProbeJob, ThumbnailJob, TranscodeJob},
     media::{Rendition, SourcePlan},
 };
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 use temporalio_client::WorkflowQueryOptions;
 use temporalio_common::ActivityDefinition;
 use temporalio_macros::activities;
@@ -29,6 +30,9 @@ use temporalio_sdk::{
     activities::{ActivityContext, ActivityError, ExecutableActivity},
 };
 use tokio::sync::watch;
+
+/// How often a running transcode heartbeats, whether or not it moved.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
 /// Every activity of the pipeline, sharing one S3 client and the worker's settings.
 pub struct PulseActivities {
@@ -53,6 +57,11 @@ impl PulseActivities {
         let storage = Storage::from_env(config.bucket.clone()).await;
         let notifier = Notifier::from_config(&config)?;
         Ok(Self::new(storage, config, notifier))
+    }
+
+    /// The settings the activities run with.
+    pub fn config(&self) -> &ActivityConfig {
+        &self.config
     }
 
     /// Registers the heavy activities (probe, thumbnail, transcode), which need ffmpeg and CPU,
@@ -80,13 +89,7 @@ impl PulseActivities {
             .await?;
         let json = match ffmpeg::ffprobe(&SourceInput::new(url)).await {
             Ok(json) => json,
-            Err(ffmpeg::ToolError::Failed { stderr, .. }) => {
-                return Err(crate::failure::BadInput::new(
-                    crate::failure::BadInputKind::NotAVideo,
-                    format!("the file is not a video Pulse can read (ffprobe: {stderr})"),
-                )
-                .into());
-            }
+            Err(ffmpeg::ToolError::Failed { stderr, .. }) => return Err(unreadable(&stderr).into()),
             Err(other) => return Err(other.into()),
         };
         let report: ProbeReport =
@@ -97,10 +100,7 @@ impl PulseActivities {
     }
 
     async fn make_thumbnail(&self, job: &ThumbnailJob) -> anyhow::Result<String> {
-        tokio::fs::create_dir_all(&self.config.work_dir).await?;
-        let work = tempfile::Builder::new()
-            .prefix(&format!("{}-thumbnail-", job.asset_id))
-            .tempdir_in(&self.config.work_dir)?;
+        let work = workdir::job_dir(&self.config.work_dir, job.asset_id.as_str(), "thumbnail")?;
         let output = work.path().join("thumbnail.webp");
         let url = self
             .storage
@@ -164,17 +164,20 @@ impl PulseActivities {
                 job.variant.name
             )));
         }
-        let previous: TranscodeCheckpoint = ctx
+        // What earlier attempts of this transcode reached; a first attempt starts where earlier
+        // variants left the overall progress, so neither heartbeats nor events ever go back.
+        let mut previous: TranscodeCheckpoint = ctx
             .heartbeat_details()
             .deserialize()
             .ok()
             .flatten()
             .unwrap_or_default();
+        previous.progress = previous.progress.max(job.progress.start);
+        previous.last_progress_event = previous.last_progress_event.max(job.progress.start);
         let events = ProgressEvents::start(
             self.notifier.clone(),
             job.asset_id.to_string(),
-            // Earlier variants sent at most this variant's start: a new variant continues from it.
-            previous.last_progress_event.max(job.progress.start),
+            previous.last_progress_event,
             stage_events_out(&ctx, job.events_before),
         );
         let (checkpoints, mut latest) = watch::channel(previous.clone());
@@ -182,8 +185,15 @@ impl PulseActivities {
             transcode::transcode_variant(&self.storage, &self.config, &job, &previous, checkpoints);
         // Heartbeats carry the latest checkpoint (the SDK throttles them); progress events go
         // out from their own task and never hold the transcode up.
+        // Beating also when nothing changed tells Temporal the worker is alive while ffmpeg
+        // waits (on a slow source, say); a dead worker stops beating and is replaced.
         let reporting = async {
-            while latest.changed().await.is_ok() {
+            let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+            loop {
+                tokio::select! {
+                    changed = latest.changed() => if changed.is_err() { break },
+                    _ = beat.tick() => {}
+                }
                 let mut checkpoint = latest.borrow_and_update().clone();
                 events.offer(checkpoint.progress);
                 checkpoint.last_progress_event = events.last_sent();

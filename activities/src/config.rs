@@ -25,6 +25,9 @@ pub struct ActivityConfig {
     /// Test-only fault switch: variants whose every transcode attempt fails
     /// (`PULSE_FAULT_FAIL_VARIANTS`, comma separated, e.g. `720p`).
     pub failing_variants: Vec<String>,
+    /// Test-only: variants encoded no faster than real time, so a fault test can strike while
+    /// one is half done (`PULSE_FAULT_REALTIME_VARIANTS`, comma separated).
+    pub realtime_variants: Vec<String>,
 }
 
 impl ActivityConfig {
@@ -66,14 +69,8 @@ impl ActivityConfig {
             public_base_url: public_base_url.trim_end_matches('/').to_owned(),
             webhook_url: lookup("PULSE_WEBHOOK_URL").filter(|url| !url.is_empty()),
             webhook_secret: lookup("PULSE_WEBHOOK_SECRET").filter(|secret| !secret.is_empty()),
-            failing_variants: lookup("PULSE_FAULT_FAIL_VARIANTS")
-                .map(|list| {
-                    list.split(',')
-                        .map(|v| v.trim().to_owned())
-                        .filter(|v| !v.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
+            failing_variants: list(lookup("PULSE_FAULT_FAIL_VARIANTS")),
+            realtime_variants: list(lookup("PULSE_FAULT_REALTIME_VARIANTS")),
             bucket,
         })
     }
@@ -82,6 +79,18 @@ impl ActivityConfig {
     pub fn public_url(&self, key: &str) -> String {
         format!("{}/{key}", self.public_base_url)
     }
+}
+
+/// A comma-separated list, without blanks.
+fn list(value: Option<String>) -> Vec<String> {
+    value
+        .map(|list| {
+            list.split(',')
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Parses the variable `name` if set, else returns `default`.

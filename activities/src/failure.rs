@@ -4,33 +4,9 @@
 //! is not: it becomes a non-retryable Temporal application failure whose type names the problem
 //! and whose message is a sentence the uploader can act on.
 
+pub use pulse_workflows::contract::BadInputKind;
 use temporalio_common::error::ApplicationFailure;
 use temporalio_sdk::activities::ActivityError;
-
-/// What is wrong with an input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BadInputKind {
-    /// The source object does not exist.
-    MissingSource,
-    /// The source is empty, unreadable or not a video.
-    NotAVideo,
-    /// The source is larger, longer or bigger in pixels than allowed.
-    OverLimit,
-    /// The source could be read but not transcoded.
-    Undecodable,
-}
-
-impl BadInputKind {
-    /// The Temporal application failure type.
-    pub fn type_name(self) -> &'static str {
-        match self {
-            Self::MissingSource => "MissingSource",
-            Self::NotAVideo => "NotAVideo",
-            Self::OverLimit => "OverLimit",
-            Self::Undecodable => "Undecodable",
-        }
-    }
-}
 
 /// An input the pipeline refuses, with the sentence that explains why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -9,6 +9,7 @@
 //! - [`ladder`]: which variants a source gets.
 //! - [`ffmpeg`]: the typed ffmpeg command builder, recipes and progress parsing.
 //! - [`transcode`]: one variant, segment by segment, to the bucket.
+//! - [`workdir`]: per-job temp folders, and sweeping those of dead workers.
 //! - [`codec`]: H.264 levels and codec strings.
 //! - [`hls`]: master and variant playlist text.
 //! - [`cache_policy`]: content types and cache headers.
@@ -28,6 +29,7 @@ pub mod notify;
 pub mod probe;
 pub mod storage;
 pub mod transcode;
+pub mod workdir;
 
 pub use activities::PulseActivities;
 pub use config::ActivityConfig;

@@ -3,7 +3,10 @@
 //! [`analyse`] is pure: it turns the JSON of `ffprobe -show_format -show_streams` into the
 //! validated [`SourceMedia`] or a [`BadInput`] that says what is wrong.
 
-use crate::failure::{BadInput, BadInputKind};
+use crate::{
+    failure::{BadInput, BadInputKind},
+    ffmpeg::StderrTail,
+};
 use pulse_workflows::media::SourceMedia;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -169,7 +172,9 @@ pub fn analyse(
         (coded_width, coded_height)
     };
 
-    let duration_secs = [report.format.duration.as_deref(), video.duration.as_deref()]
+    // The video stream's own duration is what the variants will last; the container's covers
+    // every stream (audio may run longer).
+    let duration_secs = [video.duration.as_deref(), report.format.duration.as_deref()]
         .into_iter()
         .flatten()
         .filter_map(|text| text.parse::<f64>().ok())
@@ -252,14 +257,39 @@ fn parse_fraction(text: &str) -> Option<f64> {
     value.is_finite().then_some(value)
 }
 
+/// Why ffprobe could not read a source, from what it wrote to stderr.
+pub fn unreadable(stderr: &StderrTail) -> BadInput {
+    let refused_format = stderr.lines().iter().find_map(|line| {
+        let (format, message) = line.split_once(": ")?;
+        message
+            .starts_with("Format not on whitelist")
+            .then_some(format)
+    });
+    let message = match refused_format {
+        Some(format) => format!(
+            "the file is {} that points at other files, not a video; upload the video file itself",
+            match format {
+                "hls" => "an HLS playlist".to_owned(),
+                "concat" => "a concat list".to_owned(),
+                other => format!("a {other} file"),
+            }
+        ),
+        None => format!("the file is not a video Pulse can read (ffprobe: {stderr})"),
+    };
+    BadInput::new(BadInputKind::NotAVideo, message)
+}
+
 fn human_bytes(bytes: u64) -> String {
     const GIB: f64 = (1u64 << 30) as f64;
     const MIB: f64 = (1u64 << 20) as f64;
+    const KIB: f64 = 1024.0;
     let b = bytes as f64;
     if b >= GIB {
         format!("{:.1} GiB", b / GIB)
     } else if b >= MIB {
         format!("{:.1} MiB", b / MIB)
+    } else if b >= KIB {
+        format!("{:.1} KiB", b / KIB)
     } else {
         format!("{bytes} bytes")
     }
@@ -302,7 +332,10 @@ mod tests {
         let media = analyse(&report(landscape()), 1000, &Limits::default()).unwrap();
         assert_eq!((media.width, media.height), (1280, 720));
         assert!((media.frame_rate - 29.97).abs() < 0.01);
-        assert_eq!(media.duration_secs, 10.01);
+        assert_eq!(
+            media.duration_secs, 10.0,
+            "the video stream's duration, not the container's"
+        );
         assert_eq!(media.video_stream, 0);
         assert_eq!(media.audio_stream, Some(1));
         assert!(!media.hdr);
@@ -408,6 +441,33 @@ mod tests {
                 .frame_rate,
             30.0
         );
+    }
+
+    #[test]
+    fn playlists_and_lists_are_named_for_what_they_are() {
+        let tail =
+            |lines: &[&str]| StderrTail::from_lines(lines.iter().map(|l| l.to_string()).collect());
+        let error = unreadable(&tail(&[
+            "hls: Format not on whitelist 'mov'",
+            "the source: Invalid argument",
+        ]));
+        assert_eq!(
+            error.message,
+            "the file is an HLS playlist that points at other files, not a video; upload the video file itself"
+        );
+        assert!(
+            unreadable(&tail(&["concat: Format not on whitelist 'mov'"]))
+                .message
+                .contains("a concat list")
+        );
+        let error = unreadable(&tail(&[
+            "the source: Invalid data found when processing input",
+        ]));
+        assert_eq!(
+            error.message,
+            "the file is not a video Pulse can read (ffprobe: the source: Invalid data found when processing input)"
+        );
+        assert_eq!(error.kind, BadInputKind::NotAVideo);
     }
 
     #[test]

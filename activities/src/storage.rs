@@ -33,8 +33,30 @@ impl Storage {
     /// Connects to `bucket` as the AWS environment variables say. Path-style addressing keeps
     /// self-hosted stores (Garage, MinIO) working without wildcard DNS.
     pub async fn from_env(bucket: impl Into<String>) -> Self {
-        let shared = aws_config::load_from_env().await;
-        let config = aws_sdk_s3::config::Builder::from(&shared)
+        Self::from_shared(&aws_config::load_from_env().await, bucket)
+    }
+
+    /// Connects to `bucket` at `endpoint` with a fixed key, whatever the environment says.
+    pub async fn with_key(
+        endpoint: &str,
+        region: &str,
+        key_id: &str,
+        secret: &str,
+        bucket: impl Into<String>,
+    ) -> Self {
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(aws_sdk_s3::config::Region::new(region.to_owned()))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                key_id, secret, None, None, "pulse",
+            ))
+            .load()
+            .await;
+        Self::from_shared(&shared, bucket)
+    }
+
+    fn from_shared(shared: &aws_config::SdkConfig, bucket: impl Into<String>) -> Self {
+        let config = aws_sdk_s3::config::Builder::from(shared)
             .force_path_style(true)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
@@ -147,6 +169,20 @@ impl Storage {
         path: &Path,
         content_type: &str,
     ) -> anyhow::Result<u64> {
+        if tokio::fs::metadata(path).await?.len() == 0 {
+            // A multipart upload needs at least one non-empty part; an empty file is stored as
+            // it is, so the pipeline can refuse it with a clear error.
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_type(content_type)
+                .body(ByteStream::from_static(b""))
+                .send()
+                .await
+                .map_err(|e| describe(e, "uploading", key))?;
+            return Ok(0);
+        }
         let upload = self
             .client
             .create_multipart_upload()

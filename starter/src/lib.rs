@@ -23,10 +23,13 @@ use std::{
     time::Duration,
 };
 use temporalio_client::{
-    Client, WorkflowDescribeOptions, WorkflowExecutionDescription, WorkflowExecutionStatus,
-    WorkflowGetResultOptions, WorkflowHandle, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
-    WorkflowQueryOptions, WorkflowStartOptions,
-    errors::{WorkflowInteractionError, WorkflowStartError},
+    Client, WorkflowCancelOptions, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions,
+    WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowGetResultOptions,
+    WorkflowHandle, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions,
+    WorkflowStartOptions,
+    errors::{
+        WorkflowGetResultError, WorkflowInteractionError, WorkflowStartError, WorkflowUpdateError,
+    },
 };
 
 /// How often [`Starter::wait`] looks at the state.
@@ -43,6 +46,9 @@ pub enum StarterError {
     /// The source key is not acceptable.
     #[error("invalid source key: {0}")]
     InvalidSourceKey(String),
+    /// The asset cannot be retried now; the message says why.
+    #[error("{0}")]
+    NotRetryable(String),
     /// Anything else: Temporal or S3 unreachable, and so on.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
@@ -177,23 +183,76 @@ impl Starter {
                 }
                 Ok(state)
             }
-            WorkflowExecutionStatus::Completed => handle
-                .get_result(WorkflowGetResultOptions::default())
-                .await
-                .map_err(|error| {
-                    anyhow::Error::new(error)
-                        .context("reading the final state")
-                        .into()
-                }),
-            other => {
-                let mut state = AssetState::queued(asset.as_str());
-                state.status = AssetStatus::Failed;
-                state.error = Some(format!(
-                    "The processing workflow ended as {other:?} before finishing; start the asset again under a new id."
-                ));
-                Ok(state)
-            }
+            _ => match handle.get_result(WorkflowGetResultOptions::default()).await {
+                Ok(state) => Ok(state),
+                // A cancelled run carries its final state as the cancellation details.
+                Err(WorkflowGetResultError::Cancelled { details }) => {
+                    details.deserialize::<AssetState>().map_err(|error| {
+                        anyhow::Error::new(error)
+                            .context("reading the state of a cancelled run")
+                            .into()
+                    })
+                }
+                Err(other) => {
+                    let mut state = AssetState::queued(asset.as_str());
+                    state.status = AssetStatus::Failed;
+                    state.error = Some(format!(
+                        "The processing workflow ended before finishing ({other}); start the asset again under a new id."
+                    ));
+                    Ok(state)
+                }
+            },
         }
+    }
+
+    /// Asks a partial (or failed) asset to re-run what failed; returns the variants it will
+    /// make again. Only possible while the asset waits for a retry (see the retry window).
+    pub async fn retry(&self, asset: &AssetId) -> Result<Vec<String>, StarterError> {
+        let running = self.describe(asset).await?.status() == WorkflowExecutionStatus::Running;
+        let state = self.status(asset).await?;
+        if state.status == AssetStatus::Done {
+            return Err(StarterError::NotRetryable(format!(
+                "asset {asset} is done: there is nothing to retry"
+            )));
+        }
+        if !running {
+            return Err(StarterError::NotRetryable(format!(
+                "asset {asset} is {} and its run has ended: retries are taken only within the retry window \
+                 (PULSE_RETRY_WINDOW_SECS); process the source again under a new asset id",
+                state.status.as_str()
+            )));
+        }
+        self.handle(asset)
+            .execute_update(
+                VideoWorkflow::retry,
+                (),
+                WorkflowExecuteUpdateOptions::default(),
+            )
+            .await
+            .map_err(|error| match error {
+                WorkflowUpdateError::Failed(failure) => StarterError::NotRetryable(failure.message),
+                other => anyhow::Error::new(other)
+                    .context(format!("retrying asset {asset}"))
+                    .into(),
+            })
+    }
+
+    /// Cancels the processing of `asset`: its running transcode stops and the asset ends with an
+    /// error saying it was cancelled (and why).
+    pub async fn cancel(&self, asset: &AssetId, reason: &str) -> Result<(), StarterError> {
+        self.describe(asset).await?;
+        self.handle(asset)
+            .cancel(
+                WorkflowCancelOptions::builder()
+                    .reason(reason.to_owned())
+                    .build(),
+            )
+            .await
+            .map_err(|error| {
+                anyhow::Error::new(error)
+                    .context(format!("cancelling asset {asset}"))
+                    .into()
+            })
     }
 
     /// Waits until `asset` is done, partial or failed, calling `on_change` with each new state.

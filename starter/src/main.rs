@@ -53,6 +53,21 @@ enum Command {
         /// Asset id.
         id: String,
     },
+    /// Re-run what failed in a partial (or failed) asset; it becomes done when all succeeds.
+    Retry {
+        /// Asset id.
+        id: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Stop processing an asset: its running transcode is stopped and it ends cancelled.
+    Cancel {
+        /// Asset id.
+        id: String,
+        /// Why, for the record (shown in the asset's error).
+        #[arg(long, default_value = "by an operator")]
+        reason: String,
+    },
 }
 
 #[derive(Args)]
@@ -125,6 +140,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             print_state(&state, json)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Retry { id, output } => {
+            let asset = AssetId::parse(&id)?;
+            let starter = Starter::from_env().await?;
+            let variants = starter.retry(&asset).await?;
+            eprintln!("asset {asset}: retrying {}", describe_retry(&variants));
+            report(&starter, &asset, output).await
+        }
+        Command::Cancel { id, reason } => {
+            let asset = AssetId::parse(&id)?;
+            Starter::from_env().await?.cancel(&asset, &reason).await?;
+            eprintln!("asset {asset}: cancellation requested");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Watch { id } => {
             let asset = AssetId::parse(&id)?;
             let starter = Starter::from_env().await?;
@@ -147,6 +175,19 @@ async fn follow(
         "asset {asset}: workflow {} run {}",
         run.workflow_id, run.run_id
     );
+    report(starter, asset, output).await
+}
+
+fn describe_retry(variants: &[String]) -> String {
+    if variants.is_empty() {
+        "the thumbnail".to_owned()
+    } else {
+        variants.join(", ")
+    }
+}
+
+/// Prints the asset's state, after waiting for it to finish with `--wait`.
+async fn report(starter: &Starter, asset: &AssetId, output: Output) -> anyhow::Result<ExitCode> {
     if !output.wait {
         print_state(&starter.status(asset).await?, output.json)?;
         return Ok(ExitCode::SUCCESS);

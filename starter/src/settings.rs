@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// Reads queues, retries and the heartbeat timeout from the environment:
 /// `PULSE_VIDEO_QUEUE`, `PULSE_LIGHT_QUEUE`, `PULSE_RETRY_INITIAL_SECS`, `PULSE_RETRY_BACKOFF`,
-/// `PULSE_RETRY_MAX_ATTEMPTS`, `PULSE_HEARTBEAT_TIMEOUT_SECS`.
+/// `PULSE_RETRY_MAX_ATTEMPTS`, `PULSE_HEARTBEAT_TIMEOUT_SECS`, `PULSE_RETRY_WINDOW_SECS`.
 pub fn from_env() -> anyhow::Result<ProcessingSettings> {
     from_lookup(|name| std::env::var(name).ok())
 }
@@ -32,6 +32,7 @@ pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Pr
             )?,
         },
         heartbeat_timeout: secs("PULSE_HEARTBEAT_TIMEOUT_SECS", defaults.heartbeat_timeout)?,
+        retry_window: secs("PULSE_RETRY_WINDOW_SECS", defaults.retry_window)?,
     })
 }
 

@@ -10,12 +10,16 @@
 //! - [`worker`]: spawning and killing `pulse-worker`.
 //! - [`media`]: generating clips and probing files.
 //! - [`bucket`]: listing, inspecting and downloading objects.
+//! - [`playback`]: checking that published variants play, frame by frame.
 //! - [`history`]: reading histories exported by the Temporal CLI, for replay tests.
 //! - [`webhook`]: a real webhook receiver that records deliveries.
+//! - [`servers`]: private Temporal and Garage servers that fault tests can kill.
 
 pub mod bucket;
 pub mod history;
 pub mod media;
+pub mod playback;
+pub mod servers;
 pub mod stack;
 pub mod webhook;
 pub mod worker;

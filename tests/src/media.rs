@@ -170,22 +170,64 @@ pub fn decode_errors(path: &Path) -> String {
     errors
 }
 
-/// The decoded duration of `path` in seconds (last frame end), measured by decoding.
-pub fn decoded_duration(path: &Path) -> f64 {
-    let stdout = run(Command::new("ffprobe")
+/// ffprobe's `entries` of the first video stream of `path`, printed as `format`.
+fn probe_video(path: &Path, entries: &str, format: &str) -> Vec<u8> {
+    run(Command::new("ffprobe")
         .args([
             "-v",
             "error",
             "-select_streams",
             "v:0",
             "-show_entries",
-            "format=duration",
+            entries,
             "-of",
-            "csv=p=0",
+            format,
         ])
-        .arg(path));
+        .arg(path))
+}
+
+/// The duration of `path` in seconds.
+pub fn decoded_duration(path: &Path) -> f64 {
+    let stdout = probe_video(path, "format=duration", "csv=p=0");
     String::from_utf8_lossy(&stdout)
         .trim()
         .parse()
         .expect("ffprobe prints a duration")
+}
+
+/// The presentation times of every video frame of `path`, in output order.
+pub fn frame_times(path: &Path) -> Vec<f64> {
+    let report: Value = serde_json::from_slice(&probe_video(path, "frame=pts_time", "json"))
+        .expect("ffprobe prints JSON");
+    report["frames"]
+        .as_array()
+        .expect("frames")
+        .iter()
+        .filter_map(|frame| frame["pts_time"].as_str()?.parse().ok())
+        .collect()
+}
+
+/// Panics unless `path` holds exactly `secs` x `fps` video frames at a steady pace: no frame
+/// missing, none twice.
+pub fn assert_no_gap_or_duplicate(path: &Path, secs: f64, fps: f64) {
+    let times = frame_times(path);
+    let expected = (secs * fps).round() as usize;
+    assert_eq!(
+        times.len(),
+        expected,
+        "{} has {} frames, expected {expected}",
+        path.display(),
+        times.len()
+    );
+    let step = 1.0 / fps;
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            (gap - step).abs() < step / 4.0,
+            "{}: frames at {} and {} are {gap} s apart",
+            path.display(),
+            pair[0],
+            pair[1]
+        );
+    }
 }

@@ -42,11 +42,73 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// Where a test's Temporal server and bucket are.
+#[derive(Clone, Debug)]
+pub struct Endpoints {
+    /// `host:port` of Temporal.
+    pub temporal_address: String,
+    /// The S3 endpoint URL.
+    pub s3_endpoint: String,
+    /// The S3 region.
+    pub s3_region: String,
+    /// `AWS_ACCESS_KEY_ID`.
+    pub key_id: String,
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub secret: String,
+    /// The bucket.
+    pub bucket: String,
+}
+
+impl Endpoints {
+    /// The stack `cargo xtask up` runs, as the environment describes it.
+    pub fn shared() -> Self {
+        require_stack();
+        let var = |name: &str| std::env::var(name).unwrap_or_default();
+        Self {
+            temporal_address: var("TEMPORAL_ADDRESS"),
+            s3_endpoint: var("AWS_ENDPOINT_URL"),
+            s3_region: var("AWS_REGION"),
+            key_id: var("AWS_ACCESS_KEY_ID"),
+            secret: var("AWS_SECRET_ACCESS_KEY"),
+            bucket: var("PULSE_BUCKET"),
+        }
+    }
+
+    /// The variables that point a worker or starter process here.
+    pub fn process_env(&self) -> Vec<(String, String)> {
+        [
+            ("TEMPORAL_ADDRESS", &self.temporal_address),
+            ("AWS_ENDPOINT_URL", &self.s3_endpoint),
+            ("AWS_REGION", &self.s3_region),
+            ("AWS_ACCESS_KEY_ID", &self.key_id),
+            ("AWS_SECRET_ACCESS_KEY", &self.secret),
+            ("PULSE_BUCKET", &self.bucket),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.clone()))
+        .collect()
+    }
+
+    /// A client of the bucket.
+    pub async fn storage(&self) -> Storage {
+        Storage::with_key(
+            &self.s3_endpoint,
+            &self.s3_region,
+            &self.key_id,
+            &self.secret,
+            &self.bucket,
+        )
+        .await
+    }
+}
+
 /// One test's private corner of the stack: its own task queues, fast retries, a starter and the
 /// bucket.
 pub struct TestEnv {
     /// Processing settings: the test's queues, short retries and heartbeat timeout.
     pub settings: ProcessingSettings,
+    /// Where Temporal and the bucket are.
+    pub endpoints: Endpoints,
     /// A starter using these settings.
     pub starter: Starter,
     /// The bucket.
@@ -56,11 +118,20 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    /// A fresh environment named after `test`.
+    /// A fresh environment named after `test`, on the shared stack.
     pub async fn new(test: &str) -> Self {
-        require_stack();
+        Self::with(test, Endpoints::shared(), |_| {}).await
+    }
+
+    /// A fresh environment named after `test` on `endpoints`, with the test settings changed
+    /// by `adjust`.
+    pub async fn with(
+        test: &str,
+        endpoints: Endpoints,
+        adjust: impl FnOnce(&mut ProcessingSettings),
+    ) -> Self {
         let queues = unique(test);
-        let settings = ProcessingSettings {
+        let mut settings = ProcessingSettings {
             video_queue: format!("{queues}-video"),
             light_queue: format!("{queues}-light"),
             retry: RetrySettings {
@@ -69,48 +140,44 @@ impl TestEnv {
                 max_attempts: 2,
             },
             heartbeat_timeout: Duration::from_secs(5),
+            retry_window: Duration::from_secs(10 * 60),
         };
-        let storage = Storage::from_env(std::env::var("PULSE_BUCKET").unwrap()).await;
-        let client = connections::temporal_client()
+        adjust(&mut settings);
+        let storage = endpoints.storage().await;
+        let client = connections::temporal_client_at(&endpoints.temporal_address)
             .await
             .expect("connecting to Temporal (is the stack up? cargo xtask up)");
         Self {
             starter: Starter::new(client, storage.clone(), settings.clone()),
             settings,
+            endpoints,
             storage,
             work_dir: tempfile::tempdir().expect("a temp folder"),
         }
     }
 
-    /// The variables a worker or starter process of this test needs on top of the stack's.
+    /// Every variable a worker or starter process of this test needs.
     pub fn process_env(&self) -> Vec<(String, String)> {
         let retry = &self.settings.retry;
-        vec![
-            (
-                "PULSE_VIDEO_QUEUE".into(),
-                self.settings.video_queue.clone(),
-            ),
-            (
-                "PULSE_LIGHT_QUEUE".into(),
-                self.settings.light_queue.clone(),
-            ),
-            (
-                "PULSE_RETRY_INITIAL_SECS".into(),
-                retry.initial_interval.as_secs_f64().to_string(),
-            ),
-            (
-                "PULSE_RETRY_MAX_ATTEMPTS".into(),
-                retry.max_attempts.to_string(),
-            ),
-            (
-                "PULSE_HEARTBEAT_TIMEOUT_SECS".into(),
-                self.settings.heartbeat_timeout.as_secs_f64().to_string(),
-            ),
-            (
-                "PULSE_WORK_DIR".into(),
-                self.work_dir.path().display().to_string(),
-            ),
-        ]
+        let secs = |duration: Duration| duration.as_secs_f64().to_string();
+        let mut env = self.endpoints.process_env();
+        env.extend(
+            [
+                ("PULSE_VIDEO_QUEUE", self.settings.video_queue.clone()),
+                ("PULSE_LIGHT_QUEUE", self.settings.light_queue.clone()),
+                ("PULSE_RETRY_INITIAL_SECS", secs(retry.initial_interval)),
+                ("PULSE_RETRY_BACKOFF", retry.backoff.to_string()),
+                ("PULSE_RETRY_MAX_ATTEMPTS", retry.max_attempts.to_string()),
+                (
+                    "PULSE_HEARTBEAT_TIMEOUT_SECS",
+                    secs(self.settings.heartbeat_timeout),
+                ),
+                ("PULSE_RETRY_WINDOW_SECS", secs(self.settings.retry_window)),
+                ("PULSE_WORK_DIR", self.work_dir.path().display().to_string()),
+            ]
+            .map(|(name, value)| (name.to_owned(), value)),
+        );
+        env
     }
 
     /// A new asset id for this test.
@@ -215,3 +282,91 @@ use temporalio_client::WorkflowFetchHistoryOptions;
 use temporalio_common::protos::temporal::api::history::v1::{
     HistoryEvent, history_event::Attributes,
 };
+
+impl TestEnv {
+    /// The checkpoint the running transcode of `asset` heartbeats, if one runs.
+    pub async fn running_checkpoint(&self, asset: &AssetId) -> Option<TranscodeCheckpoint> {
+        let description = self
+            .starter
+            .client()
+            .get_workflow_handle::<pulse_workflows::VideoWorkflow>(asset.workflow_id())
+            .describe(WorkflowDescribeOptions::default())
+            .await
+            .ok()?;
+        description
+            .raw()
+            .pending_activities
+            .iter()
+            .filter(|a| {
+                a.activity_type
+                    .as_ref()
+                    .is_some_and(|t| t.name == "transcode_variant")
+            })
+            .filter_map(|a| a.heartbeat_details.as_ref()?.payloads.first())
+            .find_map(|payload| serde_json::from_slice(&payload.data).ok())
+    }
+
+    /// Waits until `variant` of `asset` is being transcoded and has uploaded at least
+    /// `segments` segments; returns its checkpoint.
+    pub async fn wait_for_segments(
+        &self,
+        asset: &AssetId,
+        variant: &str,
+        segments: usize,
+    ) -> TranscodeCheckpoint {
+        let deadline = tokio::time::Instant::now() + ASSET_TIMEOUT;
+        loop {
+            let state = self.starter.status(asset).await.expect("reading the state");
+            let running = state
+                .variants
+                .iter()
+                .any(|v| v.name == variant && v.status == pulse_workflows::VariantStatus::Running);
+            if running
+                && let Some(checkpoint) = self.running_checkpoint(asset).await
+                && checkpoint.segments.len() >= segments
+            {
+                return checkpoint;
+            }
+            assert!(
+                !state.status.is_finished() && tokio::time::Instant::now() < deadline,
+                "{variant} of {asset} never reached {segments} segments: {state:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The renditions the asset's transcodes returned, in order.
+    pub async fn renditions(&self, asset: &AssetId) -> Vec<Rendition> {
+        self.history(asset)
+            .await
+            .iter()
+            .filter_map(|event| match &event.attributes {
+                Some(Attributes::ActivityTaskCompletedEventAttributes(done)) => {
+                    let payload = done.result.as_ref()?.payloads.first()?;
+                    serde_json::from_slice::<Rendition>(&payload.data).ok()
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// The pids of ffmpeg processes reading the source of `asset`.
+pub fn ffmpeg_processes_of(asset: &AssetId) -> Vec<u32> {
+    let needle = format!("uploads/{asset}/source");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.starts_with("ffmpeg") && cmdline.contains(&needle)
+        })
+        .collect()
+}
+
+use pulse_activities::transcode::TranscodeCheckpoint;
+use pulse_workflows::media::Rendition;
+use temporalio_client::WorkflowDescribeOptions;

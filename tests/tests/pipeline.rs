@@ -4,11 +4,12 @@
 use pulse_tests::{
     bucket,
     media::{self, ClipSpec},
+    playback::{check_playback, picture_size},
     stack::TestEnv,
     worker::{WorkerProcess, binary},
 };
 use pulse_workflows::{AssetState, AssetStatus, VariantStatus};
-use std::{collections::BTreeSet, path::Path, process::Command};
+use std::{collections::BTreeSet, process::Command};
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
@@ -20,65 +21,12 @@ fn variant_names(state: &AssetState) -> Vec<(&str, VariantStatus)> {
         .collect()
 }
 
-/// Width and height of the video in `path`.
-fn picture_size(path: &Path) -> (u64, u64) {
-    let report = media::probe(path);
-    let video = media::video_stream(&report);
-    (
-        video["width"].as_u64().unwrap(),
-        video["height"].as_u64().unwrap(),
-    )
-}
-
-/// Downloads the asset's processed tree and checks that every variant decodes cleanly, lasts
-/// as long as the source and has the expected size. Returns the download folder.
-async fn check_playback(
-    env: &TestEnv,
-    state: &AssetState,
-    source_secs: f64,
-    sizes: &[(&str, u64, u64)],
-) -> tempfile::TempDir {
-    let asset = pulse_workflows::AssetId::parse(&state.asset_id).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    bucket::download(&env.storage, &asset.keys().processed_prefix(), dir.path()).await;
-    let master = dir.path().join("hls/master.m3u8");
-    assert_eq!(
-        media::decode_errors(&master),
-        "",
-        "the master playlist plays end to end"
-    );
-    for (name, width, height) in sizes {
-        let playlist = dir.path().join(format!("hls/{name}/index.m3u8"));
-        assert_eq!(
-            media::decode_errors(&playlist),
-            "",
-            "{name} decodes cleanly"
-        );
-        let duration = media::decoded_duration(&playlist);
-        assert!(
-            (duration - source_secs).abs() < 0.2,
-            "{name} lasts {duration} s, the source {source_secs} s"
-        );
-        let first_segment = dir.path().join(format!("hls/{name}/seg_000.ts"));
-        assert_eq!(
-            picture_size(&first_segment),
-            (*width, *height),
-            "{name} size"
-        );
-        let report = media::probe(&first_segment);
-        let video = media::video_stream(&report);
-        assert_eq!(video["codec_name"], "h264");
-        assert_eq!(video["pix_fmt"], "yuv420p");
-        assert_eq!(video["profile"], "High");
-    }
-    dir
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_landscape_clip_with_audio_becomes_a_complete_cached_ladder() {
     let env = TestEnv::new("landscape").await;
     let _worker = WorkerProcess::spawn(&env, &[]);
-    let source = media::clip(&ClipSpec::new(1280, 720, 5.0));
+    let spec = ClipSpec::new(1280, 720, 5.0);
+    let source = media::clip(&spec);
     let asset = env.asset("landscape");
 
     let state = env.process(&asset, &source).await;
@@ -149,9 +97,9 @@ async fn a_landscape_clip_with_audio_becomes_a_complete_cached_ladder() {
     }
 
     let dir = check_playback(
-        &env,
+        &env.storage,
         &state,
-        5.0,
+        &spec,
         &[
             ("240p", 426, 240),
             ("360p", 640, 360),
@@ -194,7 +142,8 @@ async fn a_rotated_phone_clip_yields_portrait_variants() {
     let env = TestEnv::new("portrait").await;
     let _worker = WorkerProcess::spawn(&env, &[]);
     // Coded landscape, displayed portrait: the way phones record.
-    let source = media::clip(&ClipSpec::new(640, 360, 3.0).rotated(90));
+    let spec = ClipSpec::new(640, 360, 3.0).rotated(90);
+    let source = media::clip(&spec);
     let asset = env.asset("portrait");
 
     let state = env.process(&asset, &source).await;
@@ -204,7 +153,13 @@ async fn a_rotated_phone_clip_yields_portrait_variants() {
         variant_names(&state),
         [("240p", VariantStatus::Done), ("360p", VariantStatus::Done)]
     );
-    let dir = check_playback(&env, &state, 3.0, &[("240p", 240, 426), ("360p", 360, 640)]).await;
+    let dir = check_playback(
+        &env.storage,
+        &state,
+        &spec,
+        &[("240p", 240, 426), ("360p", 360, 640)],
+    )
+    .await;
     assert_eq!(picture_size(&dir.path().join("thumbnail.webp")), (360, 640));
 }
 
@@ -212,14 +167,15 @@ async fn a_rotated_phone_clip_yields_portrait_variants() {
 async fn a_clip_below_240p_gets_one_variant_at_its_own_size() {
     let env = TestEnv::new("tiny").await;
     let _worker = WorkerProcess::spawn(&env, &[]);
-    let source = media::clip(&ClipSpec::new(320, 180, 3.0).silent());
+    let spec = ClipSpec::new(320, 180, 3.0).silent();
+    let source = media::clip(&spec);
     let asset = env.asset("tiny");
 
     let state = env.process(&asset, &source).await;
 
     assert_eq!(state.status, AssetStatus::Done, "{state:?}");
     assert_eq!(variant_names(&state), [("180p", VariantStatus::Done)]);
-    check_playback(&env, &state, 3.0, &[("180p", 320, 180)]).await;
+    check_playback(&env.storage, &state, &spec, &[("180p", 320, 180)]).await;
     let master =
         String::from_utf8(bucket::get(&env.storage, &asset.keys().master()).await).unwrap();
     assert!(
@@ -252,7 +208,8 @@ fn last_line_state(stdout: &str) -> AssetState {
 async fn a_variant_failing_for_good_leaves_a_partial_asset_that_still_plays() {
     let env = TestEnv::new("partial").await;
     let _worker = WorkerProcess::spawn(&env, &[("PULSE_FAULT_FAIL_VARIANTS", "360p")]);
-    let source = media::clip(&ClipSpec::new(640, 360, 3.0));
+    let spec = ClipSpec::new(640, 360, 3.0);
+    let source = media::clip(&spec);
     let asset = env.asset("partial");
 
     let (code, stdout, stderr) = starter_cli(
@@ -304,14 +261,15 @@ async fn a_variant_failing_for_good_leaves_a_partial_asset_that_still_plays() {
         master_text.contains("240p/index.m3u8") && !master_text.contains("360p"),
         "{master_text}"
     );
-    check_playback(&env, &state, 3.0, &[("240p", 426, 240)]).await;
+    check_playback(&env.storage, &state, &spec, &[("240p", 426, 240)]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nothing_playable_ends_failed() {
     let env = TestEnv::new("failed").await;
     let _worker = WorkerProcess::spawn(&env, &[("PULSE_FAULT_FAIL_VARIANTS", "180p")]);
-    let source = media::clip(&ClipSpec::new(320, 180, 2.0).silent());
+    let spec = ClipSpec::new(320, 180, 2.0).silent();
+    let source = media::clip(&spec);
     let asset = env.asset("failed");
 
     let state = env.process(&asset, &source).await;
@@ -361,7 +319,8 @@ async fn a_file_that_is_not_a_video_fails_at_once_with_a_clear_error() {
 async fn starting_the_same_asset_twice_gives_one_run() {
     let env = TestEnv::new("twice").await;
     let _worker = WorkerProcess::spawn(&env, &[]);
-    let source = media::clip(&ClipSpec::new(320, 180, 2.0).silent());
+    let spec = ClipSpec::new(320, 180, 2.0).silent();
+    let source = media::clip(&spec);
     let asset = env.asset("twice");
     let key = env.starter.upload(&asset, &source).await.unwrap();
 

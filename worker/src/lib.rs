@@ -7,7 +7,7 @@
 //! The binary (`main.rs`) only parses flags; [`run`] does the work.
 
 use anyhow::{Context, bail};
-use pulse_activities::{PulseActivities, connections};
+use pulse_activities::{PulseActivities, connections, workdir};
 use pulse_workflows::{
     VideoWorkflow,
     request::{DEFAULT_LIGHT_QUEUE, DEFAULT_VIDEO_QUEUE},
@@ -59,6 +59,9 @@ pub async fn run(settings: WorkerSettings) -> anyhow::Result<()> {
     let runtime = Runtime::from_current_tokio(options)?;
     let client = connections::temporal_client().await?;
     let activities = Arc::new(PulseActivities::from_env().await?);
+    for leftover in workdir::sweep_orphans(&activities.config().work_dir) {
+        tracing::info!(folder = %leftover.display(), "removed the temp folder of a dead worker");
+    }
 
     let mut workers = Vec::new();
     for queue in &settings.queues {

@@ -79,6 +79,44 @@ pub struct Notification {
     pub at_unix_ms: u64,
 }
 
+/// What is wrong with a source, as the type of the non-retryable failure an activity reports.
+/// Retrying cannot help with any of these, so the workflow stops and does not offer a retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadInputKind {
+    /// The source object does not exist.
+    MissingSource,
+    /// The source is empty, unreadable or not a video.
+    NotAVideo,
+    /// The source is larger, longer or bigger in pixels than allowed.
+    OverLimit,
+    /// The source could be read but not transcoded, e.g. it is cut off.
+    Undecodable,
+}
+
+impl BadInputKind {
+    const ALL: [Self; 4] = [
+        Self::MissingSource,
+        Self::NotAVideo,
+        Self::OverLimit,
+        Self::Undecodable,
+    ];
+
+    /// The Temporal application failure type.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Self::MissingSource => "MissingSource",
+            Self::NotAVideo => "NotAVideo",
+            Self::OverLimit => "OverLimit",
+            Self::Undecodable => "Undecodable",
+        }
+    }
+
+    /// The kind a failure type names, if it names one.
+    pub fn from_type_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.type_name() == name)
+    }
+}
+
 /// The activities of the video pipeline. Heavy ones run on the video task queue, light ones on
 /// the light task queue.
 pub struct VideoActivities;

@@ -35,6 +35,13 @@ pub struct ProcessingSettings {
     pub retry: RetrySettings,
     /// A transcode that does not heartbeat for this long is presumed dead and retried elsewhere.
     pub heartbeat_timeout: Duration,
+    /// How long a partial or failed asset waits for an operator's retry before its run ends.
+    #[serde(default = "default_retry_window")]
+    pub retry_window: Duration,
+}
+
+fn default_retry_window() -> Duration {
+    Duration::from_secs(7 * 24 * 60 * 60)
 }
 
 impl Default for ProcessingSettings {
@@ -44,6 +51,7 @@ impl Default for ProcessingSettings {
             light_queue: DEFAULT_LIGHT_QUEUE.to_owned(),
             retry: RetrySettings::default(),
             heartbeat_timeout: Duration::from_secs(20),
+            retry_window: default_retry_window(),
         }
     }
 }

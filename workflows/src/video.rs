@@ -3,13 +3,23 @@
 //! It reads like the seed's orchestrator: probe, thumbnail, then one transcode per variant,
 //! smallest first, republishing the master playlist after each so the asset plays as soon as the
 //! first variant is out. What finished, what failed and why are workflow state, answered by the
-//! `status` query; a crashed worker's replacement replays that state instead of reading flags.
+//! `status` query; a crashed worker's replacement replays that state instead of reading flags,
+//! so a finished variant is never made twice.
+//!
+//! An asset that ends `partial` (or `failed` after some variants failed) waits for an operator's
+//! `retry` update for [`crate::ProcessingSettings::retry_window`]: a retry re-runs only what
+//! failed and promotes the asset to `done` when it all succeeds. Cancelling the workflow stops
+//! the running transcode (ffmpeg is killed, temp files removed) and ends the asset with an error
+//! that says it was cancelled.
 //!
 //! Stage events go through an outbox delivered alongside the pipeline, one at a time and in
 //! order, each retried until delivered: a slow or failing receiver delays events, never the video.
 
 use crate::{
-    contract::{MasterJob, Notification, ProbeJob, ThumbnailJob, TranscodeJob, VideoActivities},
+    contract::{
+        BadInputKind, MasterJob, Notification, ProbeJob, ThumbnailJob, TranscodeJob,
+        VideoActivities,
+    },
     events::Stage,
     media::{Rendition, SourcePlan, VariantSpec},
     progress::{self, ProgressSpan, ladder_spans},
@@ -18,13 +28,16 @@ use crate::{
 };
 use std::{
     collections::VecDeque,
+    pin::pin,
     time::{Duration, UNIX_EPOCH},
 };
-use temporalio_common::RetryPolicy;
+use temporalio_common::{RetryPolicy, protos::temporal::api::failure::v1::failure::FailureInfo};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, WorkflowContext, WorkflowContextView, WorkflowResult,
-    workflows::join,
+    ActivityCancellationType, ActivityExecutionError, ActivityOptions, SyncWorkflowContext,
+    WaitConditionOptions, WorkflowCancellationToken, WorkflowContext, WorkflowContextView,
+    WorkflowResult, WorkflowTermination,
+    workflows::{join, select},
 };
 
 /// How long one probe or thumbnail attempt may take.
@@ -43,19 +56,36 @@ const NOTIFY_MAX_INTERVAL: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct VideoWorkflow {
     state: AssetState,
+    /// Every finished variant, as the master playlist lists them.
+    renditions: Vec<Rendition>,
     /// Stage events waiting for delivery, oldest first.
     outbox: VecDeque<Notification>,
     /// Stage events queued so far.
     events_queued: u32,
     /// Stage events delivered (or given up on) so far.
     events_settled: u32,
-    /// Whether the pipeline has queued its last event.
-    pipeline_finished: bool,
+    /// Whether the run is ending: no more events will be queued.
+    closing: bool,
+    /// Whether the asset is waiting for an operator's retry.
+    awaiting_retry: bool,
+    /// Whether an operator asked for a retry.
+    retry_requested: bool,
+    /// Whether a transcode refused the source itself (cut off, undecodable): retrying cannot help.
+    source_refused: bool,
+}
+
+/// How a run ends.
+enum Ending {
+    /// Done, partial or failed.
+    Finished(AssetState),
+    /// Cancelled; the state says what was made before.
+    Cancelled(AssetState),
 }
 
 #[workflow_methods]
 impl VideoWorkflow {
-    /// Processes the asset and returns its final state (`done`, `partial` or `failed`).
+    /// Processes the asset and returns its final state (`done`, `partial` or `failed`). A
+    /// cancelled run ends cancelled, with the final state as its details.
     #[run]
     pub async fn run(
         ctx: &mut WorkflowContext<Self>,
@@ -65,8 +95,11 @@ impl VideoWorkflow {
             ctx: ctx.clone(),
             request,
         };
-        let (state, ()) = join!(pipeline.run(), pipeline.deliver_events());
-        Ok(state)
+        let (ending, ()) = join!(pipeline.run(), pipeline.deliver_events());
+        match ending {
+            Ending::Finished(state) => Ok(state),
+            Ending::Cancelled(state) => Err(WorkflowTermination::cancelled_with_details(state)),
+        }
     }
 
     /// The asset's current state.
@@ -82,6 +115,36 @@ impl VideoWorkflow {
     pub fn events_settled(&self, _ctx: &WorkflowContextView) -> u32 {
         self.events_settled
     }
+
+    #[update_validator(retry)]
+    fn validate_retry(
+        &self,
+        _ctx: &WorkflowContextView,
+        _input: &(),
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if self.awaiting_retry {
+            Ok(())
+        } else {
+            Err(format!(
+                "asset {} is {}: only a partial or failed asset whose variants failed can be \
+                 retried, and only while it waits for a retry",
+                self.state.asset_id,
+                self.state.status.as_str()
+            )
+            .into())
+        }
+    }
+
+    /// Re-runs what failed (variants, and the thumbnail if it failed); returns the variants
+    /// that will be made again.
+    #[update]
+    pub fn retry(&mut self, _ctx: &mut SyncWorkflowContext<Self>) -> Vec<String> {
+        self.retry_requested = true;
+        self.state
+            .variants_in(VariantStatus::Failed)
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 /// The orchestration of one run; workflow state lives in the context, not here.
@@ -91,7 +154,13 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    async fn run(&self) -> AssetState {
+    async fn run(&self) -> Ending {
+        let ending = self.process().await;
+        self.ctx.state_mut(|workflow| workflow.closing = true);
+        ending
+    }
+
+    async fn process(&self) -> Ending {
         self.update(|state| {
             *state = AssetState::queued(self.request.asset_id.as_str());
             state.status = AssetStatus::Processing;
@@ -100,12 +169,8 @@ impl Pipeline {
 
         let plan = match self.probe().await {
             Ok(plan) if !plan.variants.is_empty() => plan,
-            Ok(_) => {
-                return self
-                    .finish(vec!["the source has no video to transcode".into()])
-                    .await;
-            }
-            Err(error) => return self.finish(vec![reason(&error)]).await,
+            Ok(_) => return self.conclude(vec!["the source has no video to transcode".into()]),
+            Err(error) => return self.conclude(vec![reason(&error)]),
         };
         self.update(|state| {
             state.variants = plan
@@ -118,44 +183,80 @@ impl Pipeline {
                 .collect();
         });
 
-        let mut problems = Vec::new();
-        match self.thumbnail(&plan).await {
-            Ok(key) => {
-                self.update(|state| state.thumbnail_key = Some(key.clone()));
-                self.notify(Stage::ThumbnailReady, Some(key));
-            }
-            Err(error) => problems.push(format!("the thumbnail failed: {}", reason(&error))),
-        }
-
-        let mut renditions: Vec<Rendition> = Vec::new();
-        for (variant, span) in plan.variants.iter().zip(ladder_spans(&plan.variants)) {
-            self.update(|state| state.set_variant(&variant.name, VariantStatus::Running));
-            match self
-                .transcode_and_publish(&plan, variant, span, &mut renditions)
-                .await
+        loop {
+            let mut problems = self.produce(&plan).await;
+            if problems.is_empty()
+                && !self.cancelled()
+                && let Err(error) = self.finalize_cache_headers().await
             {
-                Ok(()) => {}
-                Err(error) => {
-                    self.update(|state| state.set_variant(&variant.name, VariantStatus::Failed));
-                    problems.push(format!(
-                        "variant {} failed: {}",
-                        variant.name,
-                        reason(&error)
-                    ));
-                }
+                problems.push(format!(
+                    "the master playlist could not be marked cacheable: {}",
+                    reason(&error)
+                ));
             }
-            self.update(|state| state.progress = span.end);
+            let ending = self.conclude(problems);
+            match &ending {
+                Ending::Finished(state) if state.status != AssetStatus::Done => {}
+                _ => return ending,
+            }
+            if !self.wait_for_retry().await {
+                return ending;
+            }
         }
+    }
 
-        if problems.is_empty()
-            && let Err(error) = self.finalize_cache_headers().await
+    /// Makes what is missing: the thumbnail, then every variant not done yet, smallest first.
+    /// Returns what went wrong.
+    async fn produce(&self, plan: &SourcePlan) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self
+            .ctx
+            .state(|workflow| workflow.state.thumbnail_key.is_none())
         {
-            problems.push(format!(
-                "the master playlist could not be marked cacheable: {}",
-                reason(&error)
-            ));
+            match self.thumbnail(plan).await {
+                Ok(key) => {
+                    self.update(|state| state.thumbnail_key = Some(key.clone()));
+                    self.notify(Stage::ThumbnailReady, Some(key));
+                }
+                Err(error) => problems.push(format!("the thumbnail failed: {}", reason(&error))),
+            }
         }
-        self.finish(problems).await
+        for (variant, span) in plan.variants.iter().zip(ladder_spans(&plan.variants)) {
+            let pending = self.ctx.state(|workflow| {
+                workflow
+                    .state
+                    .variants
+                    .iter()
+                    .any(|v| v.name == variant.name && v.status != VariantStatus::Done)
+            });
+            if !pending || self.cancelled() {
+                continue;
+            }
+            self.update(|state| state.set_variant(&variant.name, VariantStatus::Running));
+            if let Err(error) = self.transcode_and_publish(plan, variant, span).await {
+                self.update(|state| state.set_variant(&variant.name, VariantStatus::Failed));
+                if refuses_source(&error) {
+                    // The source itself is at fault: every other variant would fail the same way.
+                    self.ctx.state_mut(|workflow| {
+                        workflow.source_refused = true;
+                        for pending in &mut workflow.state.variants {
+                            if pending.status == VariantStatus::Pending {
+                                pending.status = VariantStatus::Failed;
+                            }
+                        }
+                    });
+                    problems.push(reason(&error));
+                    break;
+                }
+                problems.push(format!(
+                    "variant {} failed: {}",
+                    variant.name,
+                    reason(&error)
+                ));
+            }
+            self.update(|state| state.progress = state.progress.max(span.end));
+        }
+        problems
     }
 
     /// Transcodes one variant, then republishes the master with every finished variant.
@@ -164,15 +265,15 @@ impl Pipeline {
         plan: &SourcePlan,
         variant: &VariantSpec,
         span: ProgressSpan,
-        renditions: &mut Vec<Rendition>,
     ) -> Result<(), ActivityExecutionError> {
         let rendition = self.transcode(plan, variant, span).await?;
-        let mut listed = renditions.clone();
+        let mut listed = self.ctx.state(|workflow| workflow.renditions.clone());
         listed.push(rendition);
         let master_key = self.publish_master(&listed).await?;
-        *renditions = listed;
 
-        let first_playable = self.update(|state| {
+        let first_playable = self.ctx.state_mut(|workflow| {
+            workflow.renditions = listed;
+            let state = &mut workflow.state;
             state.set_variant(&variant.name, VariantStatus::Done);
             state.master_key = Some(master_key.clone());
             let first = state.status == AssetStatus::Processing;
@@ -187,13 +288,29 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Ends the run: `done` when nothing went wrong, else `partial` when something plays, else
-    /// `failed`; then sends the one terminal event.
-    async fn finish(&self, problems: Vec<String>) -> AssetState {
+    /// Settles the asset: `done` when nothing went wrong (its master is then cached for good),
+    /// else `partial` when something plays, else `failed`; queues the one terminal event.
+    fn conclude(&self, mut problems: Vec<String>) -> Ending {
+        let cancelled = self.cancelled();
+        if cancelled {
+            let why = self
+                .ctx
+                .cancellation_token()
+                .reason()
+                .filter(|r| !r.is_empty());
+            problems.insert(
+                0,
+                match why {
+                    Some(why) => format!("it was cancelled ({why})"),
+                    None => "it was cancelled".to_owned(),
+                },
+            );
+        }
         let state = self.update(|state| {
             if problems.is_empty() {
                 state.status = AssetStatus::Done;
                 state.progress = progress::DONE;
+                state.error = None;
             } else {
                 let plays = state.variants_in(VariantStatus::Done).next().is_some();
                 state.status = if plays {
@@ -218,9 +335,57 @@ impl Pipeline {
             }
         };
         self.queue_event(terminal);
-        self.ctx
-            .state_mut(|workflow| workflow.pipeline_finished = true);
-        state
+        if cancelled {
+            Ending::Cancelled(state)
+        } else {
+            Ending::Finished(state)
+        }
+    }
+
+    /// Waits for an operator's retry for the retry window. When one comes, what failed is made
+    /// pending again and `true` is returned.
+    async fn wait_for_retry(&self) -> bool {
+        let retryable = self.ctx.state_mut(|workflow| {
+            let retryable = !workflow.source_refused
+                && (workflow.state.thumbnail_key.is_none()
+                    || workflow
+                        .state
+                        .variants_in(VariantStatus::Failed)
+                        .next()
+                        .is_some());
+            workflow.awaiting_retry = retryable;
+            workflow.retry_requested = false;
+            retryable
+        });
+        if !retryable {
+            return false;
+        }
+        let requested = {
+            let mut retry = pin!(self.ctx.wait_condition(|workflow| workflow.retry_requested));
+            let mut window = pin!(self.ctx.timer(self.request.settings.retry_window));
+            select! {
+                asked = retry => asked.is_ok(),
+                _ = window => false,
+            }
+        };
+        self.ctx.state_mut(|workflow| {
+            workflow.awaiting_retry = false;
+            if requested {
+                let state = &mut workflow.state;
+                for variant in &mut state.variants {
+                    if variant.status == VariantStatus::Failed {
+                        variant.status = VariantStatus::Pending;
+                    }
+                }
+                state.error = None;
+                state.status = if state.master_key.is_some() {
+                    AssetStatus::Playable
+                } else {
+                    AssetStatus::Processing
+                };
+            }
+        });
+        requested
     }
 
     async fn probe(&self) -> Result<SourcePlan, ActivityExecutionError> {
@@ -265,6 +430,8 @@ impl Pipeline {
         let mut options = self.heavy(TRANSCODE_TIMEOUT);
         options.heartbeat_timeout = Some(self.request.settings.heartbeat_timeout);
         options.summary = Some(format!("transcode {}", variant.name));
+        // A cancelled run ends only once ffmpeg is stopped and the temp files are gone.
+        options.cancellation_type = ActivityCancellationType::WaitCancellationCompleted;
         self.ctx
             .execute_activity(VideoActivities::transcode_variant, job, options)
             .await
@@ -283,6 +450,7 @@ impl Pipeline {
             .await
     }
 
+    /// Marks the master cacheable for a year: the last step of a done asset.
     async fn finalize_cache_headers(&self) -> Result<(), ActivityExecutionError> {
         self.ctx
             .execute_activity(
@@ -308,16 +476,21 @@ impl Pipeline {
         });
     }
 
-    /// Delivers queued stage events one at a time, in order, until the pipeline has finished and
-    /// the outbox is empty. Each is retried for an hour; one that cannot be delivered is dropped,
-    /// since the asset's state, not the event stream, is authoritative.
+    /// Delivers queued stage events one at a time, in order, until the run ends and the outbox
+    /// is empty. Each is retried for an hour; one that cannot be delivered is dropped, since the
+    /// asset's state, not the event stream, is authoritative. Delivery goes on when the run is
+    /// cancelled, so the frontend learns that too.
     async fn deliver_events(&self) {
+        let uncancellable = WorkflowCancellationToken::new();
         loop {
             let ready = self
                 .ctx
-                .wait_condition(|workflow| {
-                    !workflow.outbox.is_empty() || workflow.pipeline_finished
-                })
+                .wait_condition_with_options(
+                    |workflow| !workflow.outbox.is_empty() || workflow.closing,
+                    WaitConditionOptions::builder()
+                        .cancellation_token(uncancellable.clone())
+                        .build(),
+                )
                 .await;
             let next = self.ctx.state_mut(|workflow| workflow.outbox.pop_front());
             let (Ok(()), Some(notification)) = (ready, next) else {
@@ -325,6 +498,7 @@ impl Pipeline {
             };
             let mut options = ActivityOptions::schedule_to_close_timeout(NOTIFY_DEADLINE);
             options.task_queue = Some(self.request.settings.light_queue.clone());
+            options.cancellation_token = Some(uncancellable.clone());
             options.retry_policy = Some(
                 RetryPolicy::builder()
                     .initial_interval(Duration::from_secs(1))
@@ -354,6 +528,10 @@ impl Pipeline {
             error: None,
             at_unix_ms,
         }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.ctx.cancellation_token().is_cancelled()
     }
 
     fn heavy(&self, timeout: Duration) -> ActivityOptions {
@@ -392,6 +570,22 @@ fn error_sentence(status: AssetStatus, problems: &[String]) -> String {
         }
         _ => format!("Processing failed: {what}."),
     }
+}
+
+/// Whether an activity failed because of the source itself (a non-retryable failure whose type
+/// is a [`BadInputKind`]).
+fn refuses_source(error: &ActivityExecutionError) -> bool {
+    let mut failure = error.failure();
+    while let Some(current) = failure {
+        if let Some(FailureInfo::ApplicationFailureInfo(info)) = &current.failure_info
+            && info.non_retryable
+            && BadInputKind::from_type_name(&info.r#type).is_some()
+        {
+            return true;
+        }
+        failure = current.cause.as_deref();
+    }
+    false
 }
 
 /// The most specific message of an activity failure: activities put a sentence a person can act

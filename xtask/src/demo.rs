@@ -1,11 +1,14 @@
 //! `cargo xtask demo [FILE]`: the stack, a worker, and one video processed end to end.
 
-use crate::{install, stack::Stack};
 use anyhow::{Context, bail};
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{SystemTime, UNIX_EPOCH},
+};
+use xtask::{
+    install,
+    stack::{BUCKET, Stack},
 };
 
 /// Processes `file` (or a generated clip) and prints where to watch the result.
@@ -46,7 +49,7 @@ pub fn run(stack: &Stack, file: Option<PathBuf>) -> anyhow::Result<()> {
     println!("\nfinal state: {state}");
     println!(
         "master playlist: s3://{}/processed/{asset}/hls/master.m3u8",
-        crate::stack::BUCKET
+        BUCKET
     );
     install::run(
         stack

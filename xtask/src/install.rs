@@ -94,15 +94,13 @@ pub fn garage() -> anyhow::Result<PathBuf> {
         }
     }
     println!("building Garage {GARAGE_VERSION} with cargo install (about 15 minutes, once)...");
-    run(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([
-            "install",
-            "--locked",
-            "--quiet",
-            GARAGE_CRATE,
-        ]),
-    )?;
+    run(Command::new(cargo()).args(["install", "--locked", "--quiet", GARAGE_CRATE]))?;
     Ok(cargo_bin)
+}
+
+/// The cargo running this xtask.
+pub fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
 fn cargo_home() -> PathBuf {

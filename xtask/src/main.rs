@@ -11,12 +11,10 @@
 //! Every command is idempotent.
 
 mod demo;
-mod install;
-mod process;
-mod stack;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use xtask::stack::Stack;
 
 #[derive(Parser)]
 #[command(about = "Pulse developer commands")]
@@ -45,7 +43,11 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    let stack = stack::Stack::at_workspace_root();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf();
+    let stack = Stack::at(root);
     match Cli::parse().command {
         Command::Up => {
             stack.up()?;
@@ -54,11 +56,15 @@ fn main() -> anyhow::Result<()> {
         Command::Down => stack.down()?,
         Command::Demo { file } => demo::run(&stack, file)?,
         Command::Test { cargo_args } => {
-            stack.up()?;
+            let tools = stack.up()?;
             stack.cargo(&["build", "--workspace", "--bins"])?;
-            let mut args = vec!["test".to_owned(), "--workspace".into()];
-            args.extend(cargo_args);
-            stack.cargo(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+            // Fault tests run private servers they can kill: tell them where the tools are.
+            let mut test = stack.command(xtask::install::cargo())?;
+            test.args(["test", "--workspace"])
+                .args(cargo_args)
+                .env("PULSE_TEMPORAL_BIN", &tools.temporal)
+                .env("PULSE_GARAGE_BIN", &tools.garage);
+            xtask::install::run(&mut test)?;
         }
     }
     Ok(())

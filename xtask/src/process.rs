@@ -88,6 +88,20 @@ impl Service {
         Ok(true)
     }
 
+    /// Kills the service at once with SIGKILL, as a crash would. Returns whether it ran.
+    pub fn kill(&self) -> bool {
+        let Some(pid) = self.running_pid() else {
+            return false;
+        };
+        // SAFETY: sending a signal to a pid we started and verified above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        wait_until(Duration::from_secs(10), || {
+            is_zombie(pid) || unsafe { libc::kill(pid, 0) } != 0
+        });
+        let _ = fs::remove_file(&self.pid_file);
+        true
+    }
+
     /// Stops the service if it runs: SIGTERM, then SIGKILL after `grace`.
     pub fn stop(&self, grace: Duration) -> anyhow::Result<bool> {
         let Some(pid) = self.running_pid() else {

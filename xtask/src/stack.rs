@@ -1,30 +1,27 @@
-//! The local stack: a Temporal dev server and a single-node Garage, with their state, logs and
-//! the generated `.pulse/env` under `.pulse/` at the workspace root.
+//! The local stack of a checkout: a Temporal dev server and a single-node Garage on the
+//! standard ports, with their state, logs and the generated `.pulse/env` under `.pulse/`.
 
 use crate::{
     install,
-    process::{Service, port_open, wait_until},
+    process::Service,
+    servers::{GarageNode, S3_REGION, S3Key, TemporalDev},
 };
-use anyhow::{Context, bail};
+use anyhow::Context;
 use std::{
     fmt::Write as _,
     fs,
-    io::Read,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
 };
 
-const TEMPORAL_ADDRESS: &str = "127.0.0.1:7233";
+const TEMPORAL_PORT: u16 = 7233;
+const TEMPORAL_UI_PORT: u16 = 8233;
 const TEMPORAL_UI: &str = "http://localhost:8233";
-const S3_ADDRESS: &str = "127.0.0.1:3900";
-const GARAGE_RPC: &str = "127.0.0.1:3901";
-const GARAGE_WEB: &str = "127.0.0.1:3902";
-const GARAGE_ADMIN: &str = "127.0.0.1:3903";
+const GARAGE_BASE_PORT: u16 = 3900;
 /// The bucket of SPEC section 1.
 pub const BUCKET: &str = "pulse-media";
 const KEY_NAME: &str = "pulse-key";
-const S3_REGION: &str = "garage";
 
 /// The local stack of one checkout.
 pub struct Stack {
@@ -32,13 +29,17 @@ pub struct Stack {
     state: PathBuf,
 }
 
+/// The installed tools the stack runs.
+pub struct Tools {
+    /// The `temporal` CLI.
+    pub temporal: PathBuf,
+    /// The `garage` binary.
+    pub garage: PathBuf,
+}
+
 impl Stack {
-    /// The stack of the workspace this xtask belongs to.
-    pub fn at_workspace_root() -> Self {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("xtask lives in the workspace")
-            .to_path_buf();
+    /// The stack of the workspace at `root`.
+    pub fn at(root: PathBuf) -> Self {
         Self {
             state: root.join(".pulse"),
             root,
@@ -60,16 +61,39 @@ impl Stack {
         Service::new(&self.state, name)
     }
 
-    /// Installs what is missing and starts what is not running. Idempotent.
-    pub fn up(&self) -> anyhow::Result<()> {
-        fs::create_dir_all(&self.state)?;
+    /// Installs what is missing. Idempotent.
+    pub fn install(&self) -> anyhow::Result<Tools> {
         install::ffmpeg()?;
-        let temporal = install::temporal(&self.state.join("tools"))?;
-        let garage = install::garage()?;
-        self.start_temporal(&temporal)?;
-        self.start_garage(&garage)?;
-        let (key_id, secret) = self.configure_garage(&garage)?;
-        self.write_env(&key_id, &secret)
+        Ok(Tools {
+            temporal: install::temporal(&self.state.join("tools"))?,
+            garage: install::garage()?,
+        })
+    }
+
+    /// Installs what is missing and starts what is not running. Idempotent.
+    pub fn up(&self) -> anyhow::Result<Tools> {
+        fs::create_dir_all(&self.state)?;
+        let tools = self.install()?;
+        let temporal = TemporalDev {
+            binary: tools.temporal.clone(),
+            db: self.state.join("temporal.db"),
+            port: TEMPORAL_PORT,
+            ui_port: Some(TEMPORAL_UI_PORT),
+        };
+        if temporal.start(&self.service("temporal"))? {
+            println!("started the Temporal dev server (UI {TEMPORAL_UI})");
+        }
+        let garage = GarageNode {
+            binary: tools.garage.clone(),
+            dir: self.state.join("garage"),
+            base_port: GARAGE_BASE_PORT,
+        };
+        if garage.start(&self.service("garage"))? {
+            println!("started Garage (S3 on {})", garage.endpoint());
+        }
+        let key = garage.configure(BUCKET, KEY_NAME)?;
+        self.write_env(&temporal, &garage, &key)?;
+        Ok(tools)
     }
 
     /// Stops the worker, Garage and Temporal if this checkout started them.
@@ -82,150 +106,27 @@ impl Stack {
         Ok(())
     }
 
-    fn start_temporal(&self, temporal: &Path) -> anyhow::Result<()> {
-        let service = self.service("temporal");
-        if service.running_pid().is_none() && port_open(TEMPORAL_ADDRESS) {
-            bail!(
-                "{TEMPORAL_ADDRESS} is taken by a program this checkout did not start; stop it first"
-            );
-        }
-        let mut command = Command::new(temporal);
-        command
-            .args([
-                "server",
-                "start-dev",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                "7233",
-                "--ui-port",
-                "8233",
-            ])
-            .args(["--log-level", "warn", "--db-filename"])
-            .arg(self.state.join("temporal.db"));
-        if service.start(command)? {
-            println!("started the Temporal dev server (UI {TEMPORAL_UI})");
-        }
-        let healthy = || {
-            Command::new(temporal)
-                .args([
-                    "operator",
-                    "cluster",
-                    "health",
-                    "--address",
-                    TEMPORAL_ADDRESS,
-                ])
-                .output()
-                .is_ok_and(|output| output.status.success())
-        };
-        if !wait_until(Duration::from_secs(60), healthy) {
-            service.fail_with_log("the Temporal dev server did not become healthy")?;
-        }
-        Ok(())
-    }
-
-    fn garage_config(&self) -> PathBuf {
-        self.state.join("garage").join("garage.toml")
-    }
-
-    fn start_garage(&self, garage: &Path) -> anyhow::Result<()> {
-        let service = self.service("garage");
-        if service.running_pid().is_none() && port_open(S3_ADDRESS) {
-            bail!("{S3_ADDRESS} is taken by a program this checkout did not start; stop it first");
-        }
-        let config = self.garage_config();
-        if !config.exists() {
-            let dir = config.parent().expect("config has a folder");
-            fs::create_dir_all(dir)?;
-            fs::write(&config, garage_toml(dir, &random_hex(32)?))?;
-        }
-        let mut command = Command::new(garage);
-        command.arg("-c").arg(&config).arg("server");
-        if service.start(command)? {
-            println!("started Garage (S3 on http://{S3_ADDRESS})");
-        }
-        if !wait_until(Duration::from_secs(30), || {
-            self.garage_cli(garage, &["status"]).is_ok()
-        }) {
-            service.fail_with_log("Garage did not start")?;
-        }
-        Ok(())
-    }
-
-    /// Gives the single node its role, creates the bucket and its key. Returns the key.
-    fn configure_garage(&self, garage: &Path) -> anyhow::Result<(String, String)> {
-        let layout = self.garage_cli(garage, &["layout", "show"])?;
-        if layout.contains("Current cluster layout version: 0") {
-            let node = self.garage_cli(garage, &["node", "id", "-q"])?;
-            let node = node.trim().split('@').next().unwrap_or_default().to_owned();
-            self.garage_cli(
-                garage,
-                &["layout", "assign", "-z", "dc1", "-c", "1G", &node],
-            )?;
-            self.garage_cli(garage, &["layout", "apply", "--version", "1"])?;
-        }
-        let key_info = match self.garage_cli(garage, &["key", "info", KEY_NAME, "--show-secret"]) {
-            Ok(info) => info,
-            Err(_) => {
-                self.garage_cli(garage, &["key", "create", KEY_NAME])?;
-                self.garage_cli(garage, &["key", "info", KEY_NAME, "--show-secret"])?
-            }
-        };
-        if self
-            .garage_cli(garage, &["bucket", "info", BUCKET])
-            .is_err()
-        {
-            self.garage_cli(garage, &["bucket", "create", BUCKET])?;
-        }
-        self.garage_cli(
-            garage,
-            &[
-                "bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", KEY_NAME,
-            ],
-        )?;
-        let field = |name: &str| {
-            key_info
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .map(|value| value.trim().to_owned())
-                .with_context(|| format!("garage key info printed no {name}"))
-        };
-        Ok((field("Key ID:")?, field("Secret key:")?))
-    }
-
-    fn garage_cli(&self, garage: &Path, args: &[&str]) -> anyhow::Result<String> {
-        let output = Command::new(garage)
-            .arg("-c")
-            .arg(self.garage_config())
-            .args(args)
-            .output()
-            .with_context(|| format!("running garage {}", args.join(" ")))?;
-        if !output.status.success() {
-            bail!(
-                "garage {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    }
-
     fn env_file(&self) -> PathBuf {
         self.state.join("env")
     }
 
-    fn write_env(&self, key_id: &str, secret: &str) -> anyhow::Result<()> {
+    fn write_env(
+        &self,
+        temporal: &TemporalDev,
+        garage: &GarageNode,
+        key: &S3Key,
+    ) -> anyhow::Result<()> {
         let vars = [
-            ("TEMPORAL_ADDRESS", TEMPORAL_ADDRESS),
-            ("TEMPORAL_NAMESPACE", "default"),
-            ("AWS_ENDPOINT_URL", &format!("http://{S3_ADDRESS}")),
-            ("AWS_REGION", S3_REGION),
-            ("AWS_ACCESS_KEY_ID", key_id),
-            ("AWS_SECRET_ACCESS_KEY", secret),
-            ("PULSE_BUCKET", BUCKET),
+            ("TEMPORAL_ADDRESS", temporal.address()),
+            ("TEMPORAL_NAMESPACE", "default".to_owned()),
+            ("AWS_ENDPOINT_URL", garage.endpoint()),
+            ("AWS_REGION", S3_REGION.to_owned()),
+            ("AWS_ACCESS_KEY_ID", key.id.clone()),
+            ("AWS_SECRET_ACCESS_KEY", key.secret.clone()),
+            ("PULSE_BUCKET", BUCKET.to_owned()),
             (
                 "PULSE_WORK_DIR",
-                &self.state.join("work").display().to_string(),
+                self.state.join("work").display().to_string(),
             ),
         ];
         let mut text = String::from(
@@ -259,50 +160,13 @@ impl Stack {
 
     /// Runs cargo with `args` in the stack's environment.
     pub fn cargo(&self, args: &[&str]) -> anyhow::Result<()> {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        install::run(self.command(cargo)?.args(args))
+        install::run(self.command(install::cargo())?.args(args))
     }
 
     /// Where the local stack can be reached.
     pub fn print_summary(&self) {
-        println!("Temporal:  {TEMPORAL_ADDRESS} (UI {TEMPORAL_UI})");
-        println!("S3:        http://{S3_ADDRESS} (bucket {BUCKET})");
+        println!("Temporal:  127.0.0.1:{TEMPORAL_PORT} (UI {TEMPORAL_UI})");
+        println!("S3:        http://127.0.0.1:{GARAGE_BASE_PORT} (bucket {BUCKET})");
         println!("variables: source {}", self.env_file().display());
     }
-}
-
-/// A single-node Garage with SQLite metadata, bound to loopback.
-fn garage_toml(dir: &Path, rpc_secret: &str) -> String {
-    format!(
-        r#"metadata_dir = "{meta}"
-data_dir = "{data}"
-db_engine = "sqlite"
-replication_factor = 1
-rpc_bind_addr = "{GARAGE_RPC}"
-rpc_public_addr = "{GARAGE_RPC}"
-rpc_secret = "{rpc_secret}"
-
-[s3_api]
-s3_region = "{S3_REGION}"
-api_bind_addr = "{S3_ADDRESS}"
-root_domain = ".s3.garage.localhost"
-
-[s3_web]
-bind_addr = "{GARAGE_WEB}"
-root_domain = ".web.garage.localhost"
-index = "index.html"
-
-[admin]
-api_bind_addr = "{GARAGE_ADMIN}"
-"#,
-        meta = dir.join("meta").display(),
-        data = dir.join("data").display(),
-    )
-}
-
-/// `bytes` random bytes as hex, from the kernel.
-fn random_hex(bytes: usize) -> anyhow::Result<String> {
-    let mut buffer = vec![0u8; bytes];
-    fs::File::open("/dev/urandom")?.read_exact(&mut buffer)?;
-    Ok(buffer.iter().map(|b| format!("{b:02x}")).collect())
 }

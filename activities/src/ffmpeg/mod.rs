@@ -36,6 +36,7 @@ const STDERR_TAIL_LINES: usize = 12;
 pub struct SourceInput {
     url: String,
     seek_secs: Option<f64>,
+    realtime: bool,
 }
 
 impl SourceInput {
@@ -44,7 +45,14 @@ impl SourceInput {
         Self {
             url: url.into(),
             seek_secs: None,
+            realtime: false,
         }
+    }
+
+    /// Reads no faster than real time (`-re`) when `realtime`.
+    pub fn realtime(mut self, realtime: bool) -> Self {
+        self.realtime = realtime;
+        self
     }
 
     /// Starts reading at `secs` (a fast seek on the input; ffmpeg decodes from the keyframe
@@ -89,6 +97,8 @@ impl SourceInput {
 #[derive(Clone, Debug, PartialEq)]
 pub struct FfmpegCommand {
     args: Vec<String>,
+    /// The input URL, kept out of error messages.
+    source_url: Option<String>,
 }
 
 impl Default for FfmpegCommand {
@@ -111,6 +121,7 @@ impl FfmpegCommand {
             ]
             .map(str::to_owned)
             .to_vec(),
+            source_url: None,
         }
     }
 
@@ -127,11 +138,17 @@ impl FfmpegCommand {
     /// Adds the input.
     pub fn input(self, input: &SourceInput) -> Self {
         let mut args = input.confinement_args();
+        if input.realtime {
+            args.push("-re".to_owned());
+        }
         if let Some(secs) = input.seek_secs {
             args.extend(["-ss".to_owned(), format!("{secs:.6}")]);
         }
         args.extend(["-i".to_owned(), input.url.clone()]);
-        self.args(args)
+        Self {
+            source_url: Some(input.url.clone()),
+            ..self.args(args)
+        }
     }
 
     /// Adds raw arguments.
@@ -156,7 +173,7 @@ impl FfmpegCommand {
 
     /// Starts ffmpeg; it is killed if the returned process is dropped.
     pub fn spawn(&self) -> Result<RunningTool, ToolError> {
-        RunningTool::spawn(Tool::Ffmpeg, &self.args)
+        RunningTool::spawn(Tool::Ffmpeg, &self.args, self.source_url.as_deref())
     }
 
     /// Runs ffmpeg to the end.
@@ -184,7 +201,7 @@ pub fn ffprobe_args(input: &SourceInput) -> Vec<String> {
 
 /// Runs ffprobe on `input` and returns its JSON report.
 pub async fn ffprobe(input: &SourceInput) -> Result<Vec<u8>, ToolError> {
-    RunningTool::spawn(Tool::Ffprobe, &ffprobe_args(input))?
+    RunningTool::spawn(Tool::Ffprobe, &ffprobe_args(input), Some(&input.url))?
         .finish()
         .await
 }
@@ -238,6 +255,11 @@ pub enum ToolError {
 pub struct StderrTail(Vec<String>);
 
 impl StderrTail {
+    /// A tail made of `lines`.
+    pub fn from_lines(lines: Vec<String>) -> Self {
+        Self(lines)
+    }
+
     /// Whether nothing was written.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -268,7 +290,9 @@ pub struct RunningTool {
 }
 
 impl RunningTool {
-    fn spawn(tool: Tool, args: &[String]) -> Result<Self, ToolError> {
+    /// Starts `tool`; `source_url` is replaced by "the source" in what it writes to stderr,
+    /// since a presigned URL is a credential and errors are shown to people.
+    fn spawn(tool: Tool, args: &[String], source_url: Option<&str>) -> Result<Self, ToolError> {
         let mut command = Command::new(tool.program());
         command
             .args(args.iter().map(OsString::from))
@@ -297,7 +321,7 @@ impl RunningTool {
             tool,
             child,
             stdout,
-            stderr: tokio::spawn(keep_tail(stderr)),
+            stderr: tokio::spawn(keep_tail(stderr, source_url.map(str::to_owned))),
         })
     }
 
@@ -342,11 +366,11 @@ async fn read_all(mut out: impl AsyncRead + Unpin) -> Vec<u8> {
     buffer
 }
 
-async fn keep_tail(err: impl AsyncRead + Unpin) -> StderrTail {
+async fn keep_tail(err: impl AsyncRead + Unpin, source_url: Option<String>) -> StderrTail {
     let mut lines = BufReader::new(err).lines();
     let mut tail = VecDeque::with_capacity(STDERR_TAIL_LINES);
     while let Ok(Some(line)) = lines.next_line().await {
-        let line = line.trim().to_owned();
+        let line = tidy(&line, source_url.as_deref());
         if line.is_empty() {
             continue;
         }
@@ -358,9 +382,52 @@ async fn keep_tail(err: impl AsyncRead + Unpin) -> StderrTail {
     StderrTail(tail.into())
 }
 
+/// One stderr line made fit for a person: `[hls @ 0x55d0...] msg` becomes `hls: msg`, and the
+/// source URL (with or without its signed query) becomes "the source".
+fn tidy(line: &str, source_url: Option<&str>) -> String {
+    let mut line = line.trim().to_owned();
+    if let Some(url) = source_url {
+        let unsigned = url.split('?').next().unwrap_or(url);
+        line = line
+            .replace(url, "the source")
+            .replace(unsigned, "the source");
+    }
+    if let Some(rest) = line.strip_prefix('[')
+        && let Some((context, message)) = rest.split_once("] ")
+        && let Some((component, _address)) = context.split_once(" @ 0x")
+    {
+        line = format!("{component}: {message}");
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stderr_lines_lose_addresses_and_presigned_urls() {
+        let url = "http://127.0.0.1:3900/pulse-media/uploads/a/source?X-Amz-Signature=abc";
+        assert_eq!(
+            tidy(
+                "[hls @ 0x564145df1280] Format not on whitelist 'mov'",
+                Some(url)
+            ),
+            "hls: Format not on whitelist 'mov'"
+        );
+        assert_eq!(
+            tidy(&format!("{url}: Invalid data found"), Some(url)),
+            "the source: Invalid data found"
+        );
+        assert_eq!(
+            tidy(
+                "http://127.0.0.1:3900/pulse-media/uploads/a/source: 403",
+                Some(url)
+            ),
+            "the source: 403"
+        );
+        assert_eq!(tidy("  plain  ", None), "plain");
+    }
 
     #[test]
     fn inputs_are_confined_to_media_containers_over_http() {

@@ -22,6 +22,15 @@ pub struct ProgressUpdate {
 }
 
 impl ProgressUpdate {
+    /// The same update with `offset` taken off the output time (for outputs whose timestamps
+    /// were moved with `-output_ts_offset`, which ffmpeg's report includes).
+    pub fn without_offset(&self, offset: Duration) -> Self {
+        Self {
+            out_time: self.out_time.map(|time| time.saturating_sub(offset)),
+            ..self.clone()
+        }
+    }
+
     /// The share of `duration` the output has reached, 0 to 1; `None` when either is unknown
     /// or the duration is zero.
     pub fn fraction_of(&self, duration: Duration) -> Option<f64> {
@@ -213,6 +222,22 @@ mod tests {
                 .all(|u| u.out_time.is_none() && u.frame.is_none() && u.speed.is_none())
         );
         assert!(updates[2].ended);
+    }
+
+    #[test]
+    fn an_output_offset_is_taken_off() {
+        let update = ProgressUpdate {
+            out_time: Some(Duration::from_secs(9)),
+            ..Default::default()
+        };
+        assert_eq!(
+            update.without_offset(Duration::from_secs(1)).out_time,
+            Some(Duration::from_secs(8))
+        );
+        assert_eq!(
+            update.without_offset(Duration::from_secs(10)).out_time,
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]

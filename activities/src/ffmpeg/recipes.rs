@@ -11,6 +11,8 @@ use std::{net::SocketAddr, path::Path};
 
 /// Length of a media segment, in seconds.
 pub const SEGMENT_SECS: u32 = 4;
+/// Timestamp every variant's output starts from; see [`VariantRecipe::output_offset_secs`].
+pub const TIMESTAMP_BASE_SECS: f64 = 1.0;
 /// Name of the playlist ffmpeg keeps in the work folder while it encodes.
 pub const WORK_PLAYLIST: &str = "index.m3u8";
 /// Longest side of the thumbnail, in pixels.
@@ -35,6 +37,8 @@ pub struct VariantRecipe<'a> {
     pub preset: &'a str,
     /// First segment to produce (0 unless resuming after a crash).
     pub first_segment: u32,
+    /// Test-only: read the source no faster than real time, so a test can act mid-variant.
+    pub realtime: bool,
 }
 
 impl VariantRecipe<'_> {
@@ -51,6 +55,15 @@ impl VariantRecipe<'_> {
     /// Where in the source this run starts, in seconds.
     pub fn start_secs(&self) -> f64 {
         f64::from(self.first_segment * SEGMENT_SECS)
+    }
+
+    /// How far output timestamps are moved: to where this run starts in the source, so a
+    /// resumed run continues the timestamps of the segments already uploaded, plus
+    /// [`TIMESTAMP_BASE_SECS`]. The base keeps the first decode timestamp positive (B-frames
+    /// start it before the first picture), so ffmpeg never shifts a run by its own amount and
+    /// every run of a variant lines up to the frame. ffmpeg's `-progress` times include it.
+    pub fn output_offset_secs(&self) -> f64 {
+        self.start_secs() + TIMESTAMP_BASE_SECS
     }
 
     /// The ffmpeg command writing HLS segments `seg_NNN.ts` and a growing `index.m3u8` into
@@ -71,7 +84,11 @@ impl VariantRecipe<'_> {
 
         let mut command = FfmpegCommand::new()
             .progress_to(progress)
-            .input(&SourceInput::new(source_url).seek(start))
+            .input(
+                &SourceInput::new(source_url)
+                    .seek(start)
+                    .realtime(self.realtime),
+            )
             .args(["-map".to_owned(), format!("0:{}", media.video_stream)]);
         if let Some(audio) = media.audio_stream {
             command = command.args(["-map".to_owned(), format!("0:{audio}")]);
@@ -121,11 +138,11 @@ impl VariantRecipe<'_> {
                 .args(["-c:a", "aac", "-ac", "2", "-ar", "48000"])
                 .args(["-b:a".to_owned(), format!("{}k", variant.audio_kbps)]);
         }
-        if start > 0.0 {
-            // Keep timestamps running on from the segments a crashed attempt already uploaded.
-            command = command.args(["-output_ts_offset".to_owned(), format!("{start:.6}")]);
-        }
         command
+            .args([
+                "-output_ts_offset".to_owned(),
+                format!("{:.6}", self.output_offset_secs()),
+            ])
             .args(["-f", "hls", "-hls_time"])
             .args([SEGMENT_SECS.to_string()])
             .args([
@@ -236,6 +253,7 @@ mod tests {
             variant: &variant,
             preset: "veryfast",
             first_segment: 0,
+            realtime: false,
         };
         let args = args(&recipe);
         for expected in [
@@ -253,7 +271,7 @@ mod tests {
             assert!(args.contains(expected), "missing {expected:?} in {args}");
         }
         assert!(!args.contains("-ss"), "{args}");
-        assert!(!args.contains("-output_ts_offset"), "{args}");
+        assert!(args.contains("-output_ts_offset 1.000000 -f hls"), "{args}");
     }
 
     #[test]
@@ -265,6 +283,7 @@ mod tests {
             variant: &variant,
             preset: "veryfast",
             first_segment: 0,
+            realtime: false,
         });
         assert!(!args.contains("-c:a"), "{args}");
         assert!(!args.contains("0:1"), "{args}");
@@ -279,10 +298,11 @@ mod tests {
             variant: &variant,
             preset: "veryfast",
             first_segment: 3,
+            realtime: false,
         };
         let args = args(&recipe);
         assert!(args.contains("-ss 12.000000 -i http://s3/src"), "{args}");
-        assert!(args.contains("-output_ts_offset 12.000000"), "{args}");
+        assert!(args.contains("-output_ts_offset 13.000000"), "{args}");
         assert!(args.contains("-start_number 3"), "{args}");
     }
 
@@ -295,6 +315,7 @@ mod tests {
             variant: &variant,
             preset: "veryfast",
             first_segment: 0,
+            realtime: false,
         });
         assert!(args.contains("-vf zscale=t=linear:npl=100"), "{args}");
         assert!(

@@ -1,0 +1,365 @@
+//! Real faults on real servers (SPEC section 6, issue "crash-proof processing"): a worker killed
+//! with SIGKILL mid-variant, the S3 server stopped mid-job, the Temporal server killed and
+//! restarted, a cancelled workflow, several videos at once, and an operator's retry.
+//!
+//! Variants marked with `PULSE_FAULT_REALTIME_VARIANTS` encode no faster than real time, so the
+//! fault can strike while they are half done.
+
+use pulse_tests::{
+    bucket,
+    media::{self, ClipSpec},
+    playback::check_playback,
+    servers::{PrivateGarage, PrivateTemporal},
+    stack::{Endpoints, TestEnv, ffmpeg_processes_of},
+    worker::{WorkerProcess, binary},
+};
+use pulse_workflows::{AssetStatus, VariantStatus};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+/// The variants of a 640x360 source, with their sizes.
+const LADDER_360P: [(&str, u64, u64); 2] = [("240p", 426, 240), ("360p", 640, 360)];
+
+/// Transcodes of `variant` the asset's history shows, with the attempt each ended on.
+async fn transcode_attempts(
+    env: &TestEnv,
+    asset: &pulse_workflows::AssetId,
+    variant: &str,
+) -> Vec<i32> {
+    let summary = format!("transcode {variant}");
+    env.activity_runs(asset)
+        .await
+        .into_iter()
+        .filter(|run| run.summary.as_deref() == Some(summary.as_str()))
+        .map(|run| run.attempt)
+        .collect()
+}
+
+fn job_folders(env: &TestEnv) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(env.work_dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.is_dir())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_variant_is_replaced_and_the_variant_resumes() {
+    let env = TestEnv::with("killed", Endpoints::shared(), |settings| {
+        settings.heartbeat_timeout = Duration::from_secs(3);
+        settings.retry.max_attempts = 5;
+    })
+    .await;
+    let mut first = WorkerProcess::spawn(&env, &[("PULSE_FAULT_REALTIME_VARIANTS", "360p")]);
+    let spec = ClipSpec::new(854, 480, 16.0);
+    let source = media::clip(&spec);
+    let asset = env.asset("killed");
+    let key = env.starter.upload(&asset, &source).await.unwrap();
+    env.starter.start(&asset, &key).await.unwrap();
+
+    let before = env.wait_for_segments(&asset, "360p", 2).await;
+    first.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        ffmpeg_processes_of(&asset).is_empty(),
+        "ffmpeg dies with its worker"
+    );
+    assert!(
+        !job_folders(&env).is_empty(),
+        "a killed worker cannot clean up"
+    );
+
+    let _second = WorkerProcess::spawn(&env, &[]);
+    let mut live = vec![before.progress];
+    let state = loop {
+        let state = env.starter.status(&asset).await.unwrap();
+        if let Some(checkpoint) = env.running_checkpoint(&asset).await {
+            live.push(checkpoint.progress);
+        }
+        if state.status.is_finished() {
+            break state;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    assert_eq!(state.status, AssetStatus::Done, "{state:?}");
+    assert!(
+        live.windows(2).all(|w| w[0] <= w[1]),
+        "heartbeated progress never goes back: {live:?}"
+    );
+    assert_eq!(
+        transcode_attempts(&env, &asset, "240p").await,
+        [1],
+        "a finished variant is never redone"
+    );
+    let attempts = transcode_attempts(&env, &asset, "360p").await;
+    assert!(
+        attempts.len() == 1 && attempts[0] > 1,
+        "360p was retried: {attempts:?}"
+    );
+    let renditions = env.renditions(&asset).await;
+    let resumed = renditions
+        .iter()
+        .find(|r| r.name == "360p")
+        .unwrap()
+        .resumed_from_segment;
+    assert!(
+        resumed >= 2 && resumed as usize <= before.segments.len(),
+        "resumed from segment {resumed}"
+    );
+    assert_eq!(
+        renditions
+            .iter()
+            .find(|r| r.name == "240p")
+            .unwrap()
+            .resumed_from_segment,
+        0
+    );
+
+    check_playback(
+        &env.storage,
+        &state,
+        &spec,
+        &[("240p", 428, 240), ("360p", 640, 360), ("480p", 854, 480)],
+    )
+    .await;
+    assert!(
+        job_folders(&env).is_empty(),
+        "the new worker swept the dead one's temp folder"
+    );
+}
+
+/// Processes a 12 s clip whose 360p encodes in real time, strikes with `fault` once 360p has a
+/// segment up, and checks that the asset still ends done and plays completely.
+async fn survives(
+    env: &TestEnv,
+    name: &str,
+    fault: impl AsyncFnOnce(),
+) -> pulse_workflows::AssetId {
+    let _worker = WorkerProcess::spawn(env, &[("PULSE_FAULT_REALTIME_VARIANTS", "360p")]);
+    let spec = ClipSpec::new(640, 360, 12.0);
+    let source = media::clip(&spec);
+    let asset = env.asset(name);
+    let key = env.starter.upload(&asset, &source).await.unwrap();
+    env.starter.start(&asset, &key).await.unwrap();
+
+    env.wait_for_segments(&asset, "360p", 1).await;
+    fault().await;
+    let state = env.wait(&asset).await;
+
+    assert_eq!(state.status, AssetStatus::Done, "{state:?}");
+    check_playback(&env.storage, &state, &spec, &LADDER_360P).await;
+    asset
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_outage_mid_job_is_waited_out_and_nothing_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let garage = PrivateGarage::start(dir.path());
+    let endpoints = garage.endpoints(Endpoints::shared().temporal_address);
+    let env = TestEnv::with("s3down", endpoints, |settings| {
+        settings.retry.initial_interval = Duration::from_secs(1);
+        settings.retry.max_attempts = 10;
+    })
+    .await;
+
+    let asset = survives(&env, "s3down", async || {
+        garage.stop();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        garage.restart();
+    })
+    .await;
+
+    let keys = asset.keys();
+    let objects = bucket::objects(&env.storage, &keys.processed_prefix()).await;
+    for segment in 0..3 {
+        assert!(
+            objects
+                .iter()
+                .any(|o| o.key == keys.segment("360p", segment)),
+            "360p segment {segment}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_temporal_server_killed_and_restarted_mid_job_is_survived() {
+    let dir = tempfile::tempdir().unwrap();
+    let temporal = PrivateTemporal::start(dir.path());
+    let mut endpoints = Endpoints::shared();
+    endpoints.temporal_address = temporal.address();
+    let env = TestEnv::with("temporaldown", endpoints, |settings| {
+        settings.retry.max_attempts = 5;
+    })
+    .await;
+
+    survives(&env, "temporaldown", async || {
+        temporal.kill();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        temporal.restart();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_stops_ffmpeg_removes_temp_files_and_says_so() {
+    let env = TestEnv::new("cancel").await;
+    let _worker = WorkerProcess::spawn(&env, &[("PULSE_FAULT_REALTIME_VARIANTS", "360p")]);
+    let spec = ClipSpec::new(640, 360, 30.0);
+    let source = media::clip(&spec);
+    let asset = env.asset("cancel");
+    let key = env.starter.upload(&asset, &source).await.unwrap();
+    env.starter.start(&asset, &key).await.unwrap();
+    env.wait_for_segments(&asset, "360p", 1).await;
+    assert!(!ffmpeg_processes_of(&asset).is_empty());
+
+    let cancelled_at = Instant::now();
+    let output = Command::new(binary("pulse-starter"))
+        .args(["cancel", asset.as_str(), "--reason", "uploaded by mistake"])
+        .envs(env.process_env())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    while !ffmpeg_processes_of(&asset).is_empty() {
+        assert!(
+            cancelled_at.elapsed() < Duration::from_secs(5),
+            "ffmpeg still runs 5 s after the cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let state = env.wait(&asset).await;
+
+    assert_eq!(
+        state.status,
+        AssetStatus::Partial,
+        "240p still plays: {state:?}"
+    );
+    let error = state.error.as_deref().unwrap();
+    assert!(
+        error.contains("it was cancelled (uploaded by mistake)"),
+        "{error}"
+    );
+    assert_eq!(
+        state
+            .variants
+            .iter()
+            .map(|v| (v.name.as_str(), v.status))
+            .collect::<Vec<_>>(),
+        [
+            ("240p", VariantStatus::Done),
+            ("360p", VariantStatus::Failed)
+        ]
+    );
+    assert!(job_folders(&env).is_empty(), "temp files are removed");
+    let description = env
+        .starter
+        .client()
+        .get_workflow_handle::<pulse_workflows::VideoWorkflow>(asset.workflow_id())
+        .describe(Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        description.status(),
+        temporalio_client::WorkflowExecutionStatus::Canceled
+    );
+    let master = bucket::objects(&env.storage, &asset.keys().master()).await;
+    assert_eq!(master[0].cache_control, "no-cache");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn several_videos_at_once_on_one_worker_share_nothing_and_all_finish() {
+    let env = TestEnv::new("together").await;
+    let _worker = WorkerProcess::spawn(&env, &[("PULSE_MAX_HEAVY_ACTIVITIES", "3")]);
+    let spec = ClipSpec::new(640, 360, 6.0);
+    let source = media::clip(&spec);
+    let assets: Vec<_> = (0..3).map(|_| env.asset("together")).collect();
+    for asset in &assets {
+        let key = env.starter.upload(asset, &source).await.unwrap();
+        env.starter.start(asset, &key).await.unwrap();
+    }
+
+    let mut most_folders = 0;
+    let mut states = Vec::new();
+    for asset in &assets {
+        loop {
+            most_folders = most_folders.max(job_folders(&env).len());
+            let state = env.starter.status(asset).await.unwrap();
+            if state.status.is_finished() {
+                states.push(state);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    assert!(
+        most_folders >= 2,
+        "jobs ran side by side, each in its own folder ({most_folders} at most)"
+    );
+    for state in &states {
+        assert_eq!(state.status, AssetStatus::Done, "{state:?}");
+        check_playback(&env.storage, state, &spec, &LADDER_360P).await;
+    }
+    assert!(job_folders(&env).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_retry_redoes_only_the_failed_variants_and_promotes_to_done() {
+    let env = TestEnv::new("retry").await;
+    let mut faulty = WorkerProcess::spawn(&env, &[("PULSE_FAULT_FAIL_VARIANTS", "360p")]);
+    let spec = ClipSpec::new(640, 360, 4.0);
+    let source = media::clip(&spec);
+    let asset = env.asset("retry");
+
+    let state = env.process(&asset, &source).await;
+    assert_eq!(state.status, AssetStatus::Partial, "{state:?}");
+    faulty.kill();
+    let _fixed = WorkerProcess::spawn(&env, &[]);
+
+    let output = Command::new(binary("pulse-starter"))
+        .args(["retry", asset.as_str(), "--wait", "--json"])
+        .envs(env.process_env())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("retrying 360p"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let state: pulse_workflows::AssetState =
+        serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(state.status, AssetStatus::Done, "{state:?}");
+    assert_eq!(state.error, None);
+    assert_eq!(
+        transcode_attempts(&env, &asset, "240p").await,
+        [1],
+        "240p was made once"
+    );
+    assert_eq!(
+        transcode_attempts(&env, &asset, "360p").await.len(),
+        2,
+        "360p failed, then was redone"
+    );
+
+    let master = bucket::objects(&env.storage, &asset.keys().master()).await;
+    assert_eq!(master[0].cache_control, "public, max-age=31536000");
+    check_playback(&env.storage, &state, &spec, &LADDER_360P).await;
+
+    let again = Command::new(binary("pulse-starter"))
+        .args(["retry", asset.as_str()])
+        .envs(env.process_env())
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is done: there is nothing to retry"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
