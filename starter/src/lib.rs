@@ -14,7 +14,7 @@ pub mod settings;
 use anyhow::Context;
 use pulse_activities::{ActivityConfig, Storage, connections, transcode::TranscodeCheckpoint};
 use pulse_workflows::{
-    AssetId, AssetState, AssetStatus, ProcessingSettings, VideoRequest, VideoWorkflow,
+    AssetId, AssetState, AssetStatus, ProcessingSettings, VideoRequest, VideoWorkflow, search,
 };
 use std::{
     collections::HashMap,
@@ -31,6 +31,7 @@ use temporalio_client::{
         WorkflowGetResultError, WorkflowInteractionError, WorkflowStartError, WorkflowUpdateError,
     },
 };
+use temporalio_common::search_attributes::SearchAttributes;
 
 /// How often [`Starter::wait`] looks at the state.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -121,6 +122,16 @@ impl Starter {
         asset: &AssetId,
         source_key: &str,
     ) -> Result<StartedRun, StarterError> {
+        self.start_file(asset, source_key, None).await
+    }
+
+    /// [`Self::start`], naming the uploaded file (`filename`) for operators.
+    pub async fn start_file(
+        &self,
+        asset: &AssetId,
+        source_key: &str,
+        filename: Option<&str>,
+    ) -> Result<StartedRun, StarterError> {
         check_source_key(source_key)?;
         let request = VideoRequest {
             asset_id: asset.clone(),
@@ -128,11 +139,23 @@ impl Starter {
             settings: self.settings.clone(),
         };
         let workflow_id = asset.workflow_id();
+        let source = format!("s3://{}/{source_key}", self.storage.bucket());
         let options =
             WorkflowStartOptions::new(self.settings.light_queue.clone(), workflow_id.clone())
                 .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
                 .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-                .static_summary(format!("video {asset} from {source_key}"))
+                .static_summary(format!("video {}", filename.unwrap_or(source_key)))
+                .static_details(match filename {
+                    Some(filename) => {
+                        format!("asset **{asset}**, uploaded as `{filename}`\n\nsource `{source}`")
+                    }
+                    None => format!("asset **{asset}**\n\nsource `{source}`"),
+                })
+                .search_attributes(SearchAttributes::new([
+                    search::ASSET_ID.value_set(asset.to_string()),
+                    search::STATUS.value_set(AssetStatus::Queued.as_str().to_owned()),
+                    search::VARIANTS_DONE.value_set(0),
+                ]))
                 .build();
         let run_id = match self
             .client

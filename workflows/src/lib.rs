@@ -10,6 +10,7 @@
 //! - [`state`]: the queryable asset state.
 //! - [`events`]: the events the frontend receives.
 //! - [`progress`]: cost-weighted overall progress.
+//! - [`search`]: the search attributes operators filter assets by.
 //! - [`video`]: the workflow.
 
 pub mod asset;
@@ -18,6 +19,7 @@ pub mod events;
 pub mod media;
 pub mod progress;
 pub mod request;
+pub mod search;
 pub mod state;
 pub mod video;
 

@@ -24,6 +24,7 @@ use crate::{
     media::{Rendition, SourcePlan, VariantSpec},
     progress::{self, ProgressSpan, ladder_spans},
     request::VideoRequest,
+    search,
     state::{AssetState, AssetStatus, VariantState, VariantStatus},
 };
 use std::{
@@ -72,6 +73,10 @@ pub struct VideoWorkflow {
     retry_requested: bool,
     /// Whether a transcode refused the source itself (cut off, undecodable): retrying cannot help.
     source_refused: bool,
+    /// The probed source in a few words, for operators.
+    source: Option<String>,
+    /// The status and finished variant count last written to the search attributes.
+    searchable: Option<(AssetStatus, i64)>,
 }
 
 /// How a run ends.
@@ -172,6 +177,14 @@ impl Pipeline {
             Ok(_) => return self.conclude(vec!["the source has no video to transcode".into()]),
             Err(error) => return self.conclude(vec![reason(&error)]),
         };
+        self.ctx.state_mut(|workflow| {
+            workflow.source = Some(format!(
+                "{}, {:.1} s, {:.1} MiB",
+                plan.media.description,
+                plan.media.duration_secs,
+                plan.media.size_bytes as f64 / 1_048_576.0
+            ));
+        });
         self.update(|state| {
             state.variants = plan
                 .variants
@@ -245,6 +258,7 @@ impl Pipeline {
                             }
                         }
                     });
+                    self.reflect();
                     problems.push(reason(&error));
                     break;
                 }
@@ -282,6 +296,7 @@ impl Pipeline {
             }
             first
         });
+        self.reflect();
         if first_playable {
             self.notify(Stage::Playable, Some(master_key));
         }
@@ -385,6 +400,7 @@ impl Pipeline {
                 };
             }
         });
+        self.reflect();
         requested
     }
 
@@ -394,7 +410,12 @@ impl Pipeline {
             source_key: self.request.source_key.clone(),
         };
         self.ctx
-            .execute_activity(VideoActivities::probe, job, self.heavy(QUICK_HEAVY_TIMEOUT))
+            .execute_activity(
+                VideoActivities::probe,
+                job,
+                self.heavy(QUICK_HEAVY_TIMEOUT)
+                    .summarised("probe the source"),
+            )
             .await
     }
 
@@ -408,7 +429,8 @@ impl Pipeline {
             .execute_activity(
                 VideoActivities::thumbnail,
                 job,
-                self.heavy(QUICK_HEAVY_TIMEOUT),
+                self.heavy(QUICK_HEAVY_TIMEOUT)
+                    .summarised("make the thumbnail"),
             )
             .await
     }
@@ -427,9 +449,10 @@ impl Pipeline {
             progress,
             events_before: self.ctx.state(|workflow| workflow.events_queued),
         };
-        let mut options = self.heavy(TRANSCODE_TIMEOUT);
+        let mut options = self
+            .heavy(TRANSCODE_TIMEOUT)
+            .summarised(&format!("transcode {}", variant.name));
         options.heartbeat_timeout = Some(self.request.settings.heartbeat_timeout);
-        options.summary = Some(format!("transcode {}", variant.name));
         // A cancelled run ends only once ffmpeg is stopped and the temp files are gone.
         options.cancellation_type = ActivityCancellationType::WaitCancellationCompleted;
         self.ctx
@@ -441,12 +464,18 @@ impl Pipeline {
         &self,
         renditions: &[Rendition],
     ) -> Result<String, ActivityExecutionError> {
+        let names: Vec<&str> = renditions.iter().map(|r| r.name.as_str()).collect();
+        let summary = format!("publish the master with {}", names.join(", "));
         let job = MasterJob {
             asset_id: self.request.asset_id.clone(),
             renditions: renditions.to_vec(),
         };
         self.ctx
-            .execute_activity(VideoActivities::publish_master, job, self.light())
+            .execute_activity(
+                VideoActivities::publish_master,
+                job,
+                self.light().summarised(&summary),
+            )
             .await
     }
 
@@ -456,7 +485,7 @@ impl Pipeline {
             .execute_activity(
                 VideoActivities::finalize_cache_headers,
                 self.request.asset_id.clone(),
-                self.light(),
+                self.light().summarised("cache the master for a year"),
             )
             .await
     }
@@ -496,7 +525,11 @@ impl Pipeline {
             let (Ok(()), Some(notification)) = (ready, next) else {
                 return;
             };
-            let mut options = ActivityOptions::schedule_to_close_timeout(NOTIFY_DEADLINE);
+            let mut options = ActivityOptions::schedule_to_close_timeout(NOTIFY_DEADLINE)
+                .summarised(&format!(
+                    "send the {} event",
+                    stage_name(notification.stage)
+                ));
             options.task_queue = Some(self.request.settings.light_queue.clone());
             options.cancellation_token = Some(uncancellable.clone());
             options.retry_policy = Some(
@@ -556,8 +589,54 @@ impl Pipeline {
         options
     }
 
+    /// Changes the asset's state, then brings what operators see up to date.
     fn update<R>(&self, change: impl FnOnce(&mut AssetState) -> R) -> R {
-        self.ctx.state_mut(|workflow| change(&mut workflow.state))
+        let result = self.ctx.state_mut(|workflow| change(&mut workflow.state));
+        self.reflect();
+        result
+    }
+
+    /// Writes the status and finished variant count to the search attributes when they changed
+    /// (each write is a history event), and the stage to the current details (free).
+    fn reflect(&self) {
+        let (changed, details) = self.ctx.state_mut(|workflow| {
+            let state = &workflow.state;
+            let now = (
+                state.status,
+                state.variants_in(VariantStatus::Done).count() as i64,
+            );
+            let changed = workflow.searchable != Some(now);
+            workflow.searchable = Some(now);
+            (
+                changed.then_some(now),
+                current_details(state, workflow.source.as_deref()),
+            )
+        });
+        if let Some((status, done)) = changed {
+            self.ctx.upsert_search_attributes([
+                search::STATUS.value_set(status.as_str().to_owned()),
+                search::VARIANTS_DONE.value_set(done),
+            ]);
+        }
+        self.ctx.set_current_details(details);
+    }
+}
+
+/// What the Temporal UI shows as the run's current details: stage, variant and percent, then
+/// what the source is.
+fn current_details(state: &AssetState, source: Option<&str>) -> String {
+    let done = state.variants_in(VariantStatus::Done).count();
+    let mut stage = format!("**{}**", state.status.as_str());
+    if let Some(running) = state.variants_in(VariantStatus::Running).next() {
+        stage.push_str(&format!(" · transcoding {running}"));
+    }
+    if !state.variants.is_empty() {
+        stage.push_str(&format!(" · {done}/{} variants", state.variants.len()));
+    }
+    stage.push_str(&format!(" · {:.0}%", state.progress));
+    match source {
+        Some(source) => format!("{stage}\nsource: {source}"),
+        None => stage,
     }
 }
 
@@ -569,6 +648,29 @@ fn error_sentence(status: AssetStatus, problems: &[String]) -> String {
             format!("Processing finished with problems, the asset plays without them: {what}.")
         }
         _ => format!("Processing failed: {what}."),
+    }
+}
+
+/// A stage as events name it.
+fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Processing => "processing",
+        Stage::ThumbnailReady => "thumbnail_ready",
+        Stage::Playable => "playable",
+        Stage::Done => "done",
+        Stage::Failed => "failed",
+    }
+}
+
+/// Activity options with the one-line summary the Temporal UI shows.
+trait Summarised {
+    fn summarised(self, summary: &str) -> Self;
+}
+
+impl Summarised for ActivityOptions {
+    fn summarised(mut self, summary: &str) -> Self {
+        self.summary = Some(summary.to_owned());
+        self
     }
 }
 

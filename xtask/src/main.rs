@@ -34,6 +34,14 @@ enum Command {
         /// The video to process.
         file: Option<PathBuf>,
     },
+    /// Save the history of workflow ID (e.g. video-abc) from the local stack as
+    /// tests/histories/NAME.json, for the replay test.
+    RecordHistory {
+        /// Workflow id.
+        workflow_id: String,
+        /// File name, without `.json`.
+        name: String,
+    },
     /// Start the stack, then run every test.
     Test {
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
@@ -55,6 +63,31 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Down => stack.down()?,
         Command::Demo { file } => demo::run(&stack, file)?,
+        Command::RecordHistory { workflow_id, name } => {
+            let tools = stack.install()?;
+            let json = stack
+                .command(&tools.temporal)?
+                .args([
+                    "workflow",
+                    "show",
+                    "--output",
+                    "json",
+                    "--workflow-id",
+                    &workflow_id,
+                ])
+                .output()?;
+            anyhow::ensure!(
+                json.status.success(),
+                "{}",
+                String::from_utf8_lossy(&json.stderr)
+            );
+            let path = stack
+                .root()
+                .join("tests/histories")
+                .join(format!("{name}.json"));
+            std::fs::write(&path, json.stdout)?;
+            println!("saved {}", path.display());
+        }
         Command::Test { cargo_args } => {
             let tools = stack.up()?;
             stack.cargo(&["build", "--workspace", "--bins"])?;

@@ -6,6 +6,14 @@ use crate::process::{Service, port_open, wait_until};
 use anyhow::{Context, bail};
 use std::{fs, io::Read, path::PathBuf, process::Command, time::Duration};
 
+/// The search attributes the video workflow keeps current (name, type); the same as
+/// `pulse_workflows::search::REGISTRATION`, which a test checks.
+pub const SEARCH_ATTRIBUTES: [(&str, &str); 3] = [
+    ("PulseAssetId", "Keyword"),
+    ("PulseStatus", "Keyword"),
+    ("PulseVariantsDone", "Int"),
+];
+
 /// A Temporal dev server keeping its state in `db`.
 pub struct TemporalDev {
     /// The `temporal` CLI.
@@ -55,7 +63,33 @@ impl TemporalDev {
         if !wait_until(Duration::from_secs(60), || self.healthy()) {
             service.fail_with_log("the Temporal dev server did not become healthy")?;
         }
+        self.register_search_attributes()?;
         Ok(started)
+    }
+
+    /// Registers Pulse's search attributes on the `default` namespace (idempotent).
+    fn register_search_attributes(&self) -> anyhow::Result<()> {
+        let mut command = Command::new(&self.binary);
+        command.args([
+            "operator",
+            "search-attribute",
+            "create",
+            "--address",
+            &self.address(),
+        ]);
+        for (name, kind) in SEARCH_ATTRIBUTES {
+            command.args(["--name", name, "--type", kind]);
+        }
+        let output = command
+            .output()
+            .context("registering the search attributes")?;
+        if !output.status.success() {
+            bail!(
+                "registering the search attributes failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
     }
 
     fn healthy(&self) -> bool {
