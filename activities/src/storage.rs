@@ -12,15 +12,19 @@ use aws_sdk_s3::{
     error::ProvideErrorMetadata,
     presigning::PresigningConfig,
     primitives::ByteStream,
-    types::{CompletedMultipartUpload, CompletedPart, MetadataDirective},
+    types::{
+        CompletedMultipartUpload, CompletedPart, CorsConfiguration, CorsRule, MetadataDirective,
+    },
 };
-use std::{path::Path, time::Duration};
+use std::{collections::HashMap, path::Path, time::Duration};
 use tokio::io::AsyncReadExt;
 
 /// Default bucket (SPEC section 1).
 pub const DEFAULT_BUCKET: &str = "pulse-media";
 /// Part size of multipart uploads: 10,000 parts of 16 MiB cover 156 GiB.
-const PART_SIZE: usize = 16 << 20;
+pub const PART_SIZE: usize = 16 << 20;
+/// Object metadata that keeps the name a source was uploaded as.
+const FILENAME_METADATA: &str = "filename";
 
 /// One bucket, with the operations Pulse needs.
 #[derive(Clone, Debug)]
@@ -183,49 +187,236 @@ impl Storage {
                 .map_err(|e| describe(e, "uploading", key))?;
             return Ok(0);
         }
+        let filename = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned());
+        let upload_id = self
+            .start_multipart(key, content_type, filename.as_deref())
+            .await?;
+        match self.upload_parts(key, path, &upload_id).await {
+            Ok((parts, size)) => {
+                self.complete_multipart(key, &upload_id, &parts).await?;
+                Ok(size)
+            }
+            Err(error) => {
+                self.abort_multipart(key, &upload_id).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Starts a multipart upload of `key`, remembering the uploader's `filename`; returns its id.
+    pub async fn start_multipart(
+        &self,
+        key: &str,
+        content_type: &str,
+        filename: Option<&str>,
+    ) -> anyhow::Result<String> {
         let upload = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
+            .set_metadata(
+                filename
+                    .map(|name| HashMap::from([(FILENAME_METADATA.to_owned(), name.to_owned())])),
+            )
             .send()
             .await
             .map_err(|e| describe(e, "starting the upload of", key))?;
-        let upload_id = upload
+        Ok(upload
             .upload_id()
             .context("the store returned no upload id")?
-            .to_owned();
-        let result = self.upload_parts(key, path, &upload_id).await;
+            .to_owned())
+    }
+
+    /// A URL that lets its holder PUT part `part_number` of a multipart upload for `ttl`.
+    pub async fn presign_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+        ttl: Duration,
+    ) -> anyhow::Result<String> {
+        let request = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(part_number)
+            .presigned(PresigningConfig::expires_in(ttl)?)
+            .await
+            .with_context(|| format!("presigning part {part_number} of {key}"))?;
+        Ok(request.uri().to_owned())
+    }
+
+    /// Completes a multipart upload from its uploaded parts.
+    pub async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+    ) -> Result<(), UploadError> {
+        let parts = parts
+            .iter()
+            .map(|part| {
+                CompletedPart::builder()
+                    .part_number(part.part_number)
+                    .e_tag(&part.etag)
+                    .build()
+            })
+            .collect();
+        let result = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await;
         match result {
-            Ok((parts, size)) => {
-                self.client
-                    .complete_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .multipart_upload(
-                        CompletedMultipartUpload::builder()
-                            .set_parts(Some(parts))
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| describe(e, "completing the upload of", key))?;
-                Ok(size)
-            }
-            Err(error) => {
-                let _ = self
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .send()
-                    .await;
-                Err(error)
+            Ok(_) => Ok(()),
+            Err(error) => match error.as_service_error().and_then(|e| e.code()) {
+                Some("NoSuchUpload") => Err(UploadError::NoSuchUpload),
+                Some("InvalidPart" | "InvalidPartOrder" | "EntityTooSmall") => {
+                    Err(UploadError::InvalidParts(
+                        error
+                            .as_service_error()
+                            .and_then(|e| e.message())
+                            .unwrap_or("invalid parts")
+                            .to_owned(),
+                    ))
+                }
+                _ => Err(UploadError::Store(describe(
+                    error,
+                    "completing the upload of",
+                    key,
+                ))),
+            },
+        }
+    }
+
+    /// Gives up a multipart upload, dropping its parts (best effort).
+    pub async fn abort_multipart(&self, key: &str, upload_id: &str) {
+        let _ = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await;
+    }
+
+    /// The file name the source at `key` was uploaded as, if it is there and was named.
+    pub async fn uploaded_filename(&self, key: &str) -> anyhow::Result<Option<String>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(head) => Ok(head
+                .metadata()
+                .and_then(|m| m.get(FILENAME_METADATA))
+                .cloned()),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
+            Err(error) => Err(describe(error, "reading", key)),
+        }
+    }
+
+    /// The object at `key` with its headers, or `None` if there is none.
+    pub async fn get(&self, key: &str) -> anyhow::Result<Option<StoredObject>> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(object) => Ok(Some(StoredObject {
+                content_type: object.content_type().map(str::to_owned),
+                cache_control: object.cache_control().map(str::to_owned),
+                length: object.content_length().map(|l| l.max(0) as u64),
+                body: object.body,
+            })),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
+            Err(error) => Err(describe(error, "reading", key)),
+        }
+    }
+
+    /// Deletes every object under `prefix` and every unfinished upload of it; returns how many
+    /// objects were deleted.
+    pub async fn delete_prefix(&self, prefix: &str) -> anyhow::Result<usize> {
+        let uploads = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .map_err(|e| describe(e, "listing the uploads under", prefix))?;
+        for upload in uploads.uploads() {
+            if let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) {
+                self.abort_multipart(key, id).await;
             }
         }
+        let mut deleted = 0;
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| describe(e, "listing", prefix))?;
+            for object in page.contents() {
+                if let Some(key) = object.key() {
+                    self.client
+                        .delete_object()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .send()
+                        .await
+                        .map_err(|e| describe(e, "deleting", key))?;
+                    deleted += 1;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Lets browsers on `origins` PUT upload parts straight to the bucket and read their ETags
+    /// (a CORS rule on the bucket).
+    pub async fn allow_browser_uploads(&self, origins: &[String]) -> anyhow::Result<()> {
+        let rule = CorsRule::builder()
+            .set_allowed_origins(Some(origins.to_vec()))
+            .allowed_methods("PUT")
+            .allowed_methods("GET")
+            .allowed_methods("HEAD")
+            .allowed_headers("*")
+            .expose_headers("ETag")
+            .max_age_seconds(3600)
+            .build()?;
+        self.client
+            .put_bucket_cors()
+            .bucket(&self.bucket)
+            .cors_configuration(CorsConfiguration::builder().cors_rules(rule).build()?)
+            .send()
+            .await
+            .map_err(|e| describe(e, "setting the CORS rule of bucket", &self.bucket))?;
+        Ok(())
     }
 
     async fn upload_parts(
@@ -233,7 +424,7 @@ impl Storage {
         key: &str,
         path: &Path,
         upload_id: &str,
-    ) -> anyhow::Result<(Vec<CompletedPart>, u64)> {
+    ) -> anyhow::Result<(Vec<UploadedPart>, u64)> {
         let mut file = tokio::fs::File::open(path)
             .await
             .with_context(|| format!("opening {}", path.display()))?;
@@ -262,18 +453,51 @@ impl Storage {
                 .send()
                 .await
                 .map_err(|e| describe(e, "uploading a part of", key))?;
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(part_number)
-                    .set_e_tag(part.e_tag().map(str::to_owned))
-                    .build(),
-            );
+            parts.push(UploadedPart {
+                part_number,
+                etag: part.e_tag().unwrap_or_default().to_owned(),
+            });
             if last {
                 break;
             }
         }
         Ok((parts, size))
     }
+}
+
+/// A part of a multipart upload, as the uploader reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadedPart {
+    /// 1 to 10,000.
+    pub part_number: i32,
+    /// The ETag the store answered the part's PUT with.
+    pub etag: String,
+}
+
+/// Why a multipart upload could not be completed.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The upload id is unknown: never started, aborted, or already completed.
+    #[error("there is no such upload in progress")]
+    NoSuchUpload,
+    /// The parts do not match what was uploaded.
+    #[error("the parts do not match the upload: {0}")]
+    InvalidParts(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(anyhow::Error),
+}
+
+/// An object read from the bucket.
+pub struct StoredObject {
+    /// The body, streamed.
+    pub body: ByteStream,
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// `Cache-Control`.
+    pub cache_control: Option<String>,
+    /// `Content-Length`.
+    pub length: Option<u64>,
 }
 
 /// An S3 error with the store's own code and message, which the SDK's `Display` leaves out.

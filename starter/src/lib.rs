@@ -8,7 +8,9 @@
 //!   returns the same run.
 //! - [`Starter::status`] and [`Starter::wait`]: the asset's state, from the workflow.
 //! - [`settings`]: queues, retries and timeouts from `PULSE_*` variables.
+//! - [`api`]: `pulse-starter serve`, the HTTP API and demo page over the library.
 
+pub mod api;
 pub mod settings;
 
 use anyhow::Context;

@@ -2,7 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use pulse_starter::Starter;
+use pulse_starter::{Starter, api};
 use pulse_workflows::{AssetId, AssetState, VariantStatus};
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -60,6 +60,8 @@ enum Command {
         #[command(flatten)]
         output: Output,
     },
+    /// Serve the HTTP API and the demo page (PULSE_API_ADDR, PULSE_API_TOKEN, see the README).
+    Serve,
     /// Stop processing an asset: its running transcode is stopped and it ends cancelled.
     Cancel {
         /// Asset id.
@@ -146,6 +148,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let variants = starter.retry(&asset).await?;
             eprintln!("asset {asset}: retrying {}", describe_retry(&variants));
             report(&starter, &asset, output).await
+        }
+        Command::Serve => {
+            tracing_subscriber::fmt()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            let config = api::ApiConfig::from_lookup(|name| std::env::var(name).ok())?;
+            api::serve(Starter::from_env().await?, config).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Cancel { id, reason } => {
             let asset = AssetId::parse(&id)?;

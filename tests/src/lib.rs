@@ -7,6 +7,7 @@
 //! tool or an unreachable server fails the test with a message that says what to do.
 //!
 //! - [`stack`]: connecting to the stack and the per-test [`stack::TestEnv`].
+//! - [`api`]: a real `pulse-starter serve` and workers feeding it events.
 //! - [`worker`]: spawning and killing `pulse-worker`.
 //! - [`media`]: generating clips and probing files.
 //! - [`bucket`]: listing, inspecting and downloading objects.
@@ -15,6 +16,7 @@
 //! - [`webhook`]: a real webhook receiver that records deliveries.
 //! - [`servers`]: private Temporal and Garage servers that fault tests can kill.
 
+pub mod api;
 pub mod bucket;
 pub mod history;
 pub mod media;

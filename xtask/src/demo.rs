@@ -1,19 +1,22 @@
-//! `cargo xtask demo [FILE]`: the stack, a worker, and one video processed end to end.
+//! `cargo xtask demo [FILE]`: the stack, a worker, the API with its demo page, and one video
+//! processed end to end; then where to watch it.
 
 use anyhow::{Context, bail};
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
-use xtask::{
-    install,
-    stack::{BUCKET, Stack},
-};
+use xtask::{install, process::wait_until, stack::Stack};
+
+/// Where the demo API listens.
+const API_ADDR: &str = "127.0.0.1:8080";
+const API_URL: &str = "http://localhost:8080";
 
 /// Processes `file` (or a generated clip) and prints where to watch the result.
 pub fn run(stack: &Stack, file: Option<PathBuf>) -> anyhow::Result<()> {
     stack.up()?;
+    install::web_packages(&stack.root().join("web"))?;
     stack.cargo(&[
         "build",
         "--quiet",
@@ -24,10 +27,41 @@ pub fn run(stack: &Stack, file: Option<PathBuf>) -> anyhow::Result<()> {
         "pulse-starter",
     ])?;
     let bin = stack.root().join("target").join("debug");
-    let worker = stack.service("worker");
-    if worker.start(stack.command(bin.join("pulse-worker"))?)? {
-        println!("started pulse-worker (log {})", worker.log_file().display());
+    let token = stack.secret("api-token")?;
+    let webhook_secret = stack.secret("webhook-secret")?;
+
+    // Restarted every time, so they run the binaries just built.
+    let api = stack.service("api");
+    api.stop(Duration::from_secs(10))?;
+    let mut serve = stack.command(bin.join("pulse-starter"))?;
+    serve
+        .arg("serve")
+        .env("PULSE_API_ADDR", API_ADDR)
+        .env("PULSE_API_TOKEN", &token)
+        .env("PULSE_WEBHOOK_SECRET", &webhook_secret)
+        .env("PULSE_PUBLIC_BASE_URL", format!("{API_URL}/media"))
+        .env("PULSE_WEB_DIR", stack.root().join("web"));
+    api.start(serve)?;
+    if !wait_until(Duration::from_secs(30), || {
+        xtask::process::port_open(API_ADDR)
+    }) {
+        api.fail_with_log("pulse-starter serve did not start")?;
     }
+    let worker = stack.service("worker");
+    worker.stop(Duration::from_secs(30))?;
+    let mut work = stack.command(bin.join("pulse-worker"))?;
+    work.env(
+        "PULSE_WEBHOOK_URL",
+        format!("http://{API_ADDR}/v1/webhooks/events"),
+    )
+    .env("PULSE_WEBHOOK_SECRET", &webhook_secret)
+    .env("PULSE_PUBLIC_BASE_URL", format!("{API_URL}/media"));
+    worker.start(work)?;
+    println!(
+        "started pulse-worker and pulse-starter serve (logs in {})",
+        stack.state().join("logs").display()
+    );
+
     let file = match file {
         Some(file) => file,
         None => sample_clip(stack.state())?,
@@ -46,18 +80,17 @@ pub fn run(stack: &Stack, file: Option<PathBuf>) -> anyhow::Result<()> {
     let Some(state) = stdout.lines().last() else {
         bail!("pulse-starter printed no state ({})", output.status);
     };
-    println!("\nfinal state: {state}");
-    println!(
-        "master playlist: s3://{}/processed/{asset}/hls/master.m3u8",
-        BUCKET
-    );
+    println!("\nfinal state: {state}\n");
     install::run(
         stack
             .command(bin.join("pulse-starter"))?
             .args(["status", &asset]),
     )?;
-    println!("Temporal UI: http://localhost:8233/namespaces/default/workflows/video-{asset}");
-    println!("(the worker keeps running; `cargo xtask down` stops the stack)");
+    println!("\nmaster playlist: {API_URL}/media/processed/{asset}/hls/master.m3u8");
+    println!("                 (open it with any HLS player: ffplay, VLC, Safari)");
+    println!("Temporal UI:     http://localhost:8233/namespaces/default/workflows/video-{asset}");
+    println!("demo page:       {API_URL}/#token={token}  (upload your own video there)");
+    println!("\nThe worker and the API keep running; `cargo xtask down` stops everything.");
     Ok(())
 }
 

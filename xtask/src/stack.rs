@@ -96,9 +96,20 @@ impl Stack {
         Ok(tools)
     }
 
-    /// Stops the worker, Garage and Temporal if this checkout started them.
+    /// A random secret kept in `.pulse/NAME`, made the first time it is asked for.
+    pub fn secret(&self, name: &str) -> anyhow::Result<String> {
+        let path = self.state.join(name);
+        if let Ok(secret) = fs::read_to_string(&path) {
+            return Ok(secret.trim().to_owned());
+        }
+        let secret = crate::servers::random_hex(16)?;
+        fs::write(&path, &secret)?;
+        Ok(secret)
+    }
+
+    /// Stops the API, the worker, Garage and Temporal if this checkout started them.
     pub fn down(&self) -> anyhow::Result<()> {
-        for name in ["worker", "garage", "temporal"] {
+        for name in ["api", "worker", "garage", "temporal"] {
             if self.service(name).stop(Duration::from_secs(15))? {
                 println!("stopped {name}");
             }
