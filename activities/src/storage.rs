@@ -30,6 +30,9 @@ const FILENAME_METADATA: &str = "filename";
 #[derive(Clone, Debug)]
 pub struct Storage {
     client: Client,
+    /// Signs the URLs browsers upload parts to; the same client unless the store is reached
+    /// under another address from outside (see [`Storage::with_browser_endpoint`]).
+    browser_signer: Client,
     bucket: String,
 }
 
@@ -65,10 +68,25 @@ impl Storage {
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .build();
+        let client = Client::from_conf(config);
         Self {
-            client: Client::from_conf(config),
+            browser_signer: client.clone(),
+            client,
             bucket: bucket.into(),
         }
+    }
+
+    /// Signs upload URLs for browsers with `endpoint`, the store's address as browsers reach it,
+    /// when it differs from the one this service uses (a store inside a private network).
+    pub fn with_browser_endpoint(mut self, endpoint: &str) -> Self {
+        let config = self
+            .client
+            .config()
+            .to_builder()
+            .endpoint_url(endpoint)
+            .build();
+        self.browser_signer = Client::from_conf(config);
+        self
     }
 
     /// The bucket name.
@@ -240,7 +258,7 @@ impl Storage {
         ttl: Duration,
     ) -> anyhow::Result<String> {
         let request = self
-            .client
+            .browser_signer
             .upload_part()
             .bucket(&self.bucket)
             .key(key)

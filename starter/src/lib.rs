@@ -97,6 +97,13 @@ impl Starter {
         Ok(Self::new(client, storage, settings::from_env()?))
     }
 
+    /// This starter with upload URLs signed for browsers at `endpoint` (see
+    /// [`Storage::with_browser_endpoint`]).
+    pub fn with_browser_endpoint(mut self, endpoint: &str) -> Self {
+        self.storage = self.storage.with_browser_endpoint(endpoint);
+        self
+    }
+
     /// The bucket.
     pub fn storage(&self) -> &Storage {
         &self.storage

@@ -335,6 +335,27 @@ impl TestEnv {
         }
     }
 
+    /// Waits until the asset's run has closed (it may still deliver events after the asset is
+    /// finished) and returns how it closed.
+    pub async fn wait_closed(&self, asset: &AssetId) -> WorkflowExecutionStatus {
+        let handle = self
+            .starter
+            .client()
+            .get_workflow_handle::<pulse_workflows::VideoWorkflow>(asset.workflow_id());
+        for _ in 0..300 {
+            let status = handle
+                .describe(WorkflowDescribeOptions::default())
+                .await
+                .expect("describing the run")
+                .status();
+            if status != WorkflowExecutionStatus::Running {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("the run of {asset} did not close");
+    }
+
     /// The renditions the asset's transcodes returned, in order.
     pub async fn renditions(&self, asset: &AssetId) -> Vec<Rendition> {
         self.history(asset)
@@ -369,4 +390,4 @@ pub fn ffmpeg_processes_of(asset: &AssetId) -> Vec<u32> {
 
 use pulse_activities::transcode::TranscodeCheckpoint;
 use pulse_workflows::media::Rendition;
-use temporalio_client::WorkflowDescribeOptions;
+use temporalio_client::{WorkflowDescribeOptions, WorkflowExecutionStatus};

@@ -232,9 +232,11 @@ async fn the_browser_upload_flow_processes_a_video_and_streams_its_events() {
 async fn wrong_requests_get_clear_json_errors() {
     let env = TestEnv::new("apierrors").await;
     let server = ApiServer::spawn(&env, &[]);
+    // A connection the server closes after refusing an oversized body must not be reused.
+    let http = Client::builder().pool_max_idle_per_host(0).build().unwrap();
     let api = Api {
         server: &server,
-        http: Client::new(),
+        http,
     };
     let post = reqwest::Method::POST;
 

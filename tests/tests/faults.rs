@@ -258,16 +258,10 @@ async fn cancelling_stops_ffmpeg_removes_temp_files_and_says_so() {
         ]
     );
     assert!(job_folders(&env).is_empty(), "temp files are removed");
-    let description = env
-        .starter
-        .client()
-        .get_workflow_handle::<pulse_workflows::VideoWorkflow>(asset.workflow_id())
-        .describe(Default::default())
-        .await
-        .unwrap();
     assert_eq!(
-        description.status(),
-        temporalio_client::WorkflowExecutionStatus::Canceled
+        env.wait_closed(&asset).await,
+        temporalio_client::WorkflowExecutionStatus::Canceled,
+        "the run shows as cancelled in Temporal"
     );
     let master = bucket::objects(&env.storage, &asset.keys().master()).await;
     assert_eq!(master[0].cache_control, "no-cache");

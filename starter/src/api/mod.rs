@@ -11,6 +11,7 @@
 //! | `GET /v1/assets/{id}/events` | bearer (or `?token=`) | WebSocket of the asset's events |
 //! | `POST /v1/webhooks/events` | HMAC signature | events from workers |
 //! | `GET /`, `/app.js`, `/hls.js` | none | the demo page |
+//! | `GET /healthz` | none | liveness |
 //! | `GET /media/processed/...` | none | processed objects, as a CDN would serve them |
 
 mod assets;
@@ -54,6 +55,9 @@ pub struct ApiConfig {
     /// Base of the URLs viewers fetch media from (`PULSE_PUBLIC_BASE_URL`, default this server's
     /// `/media`); a CDN in production.
     pub public_base_url: String,
+    /// The object store's address as browsers reach it, if not the one this server uses
+    /// (`PULSE_S3_PUBLIC_URL`), e.g. a store inside a private network.
+    pub s3_public_url: Option<String>,
     /// Origins whose pages may upload straight to the bucket (`PULSE_UPLOAD_ORIGINS`, comma
     /// separated, default this server's own).
     pub upload_origins: Vec<String>,
@@ -77,6 +81,7 @@ impl ApiConfig {
         Ok(Self {
             token,
             webhook_secret: lookup("PULSE_WEBHOOK_SECRET").filter(|s| !s.is_empty()),
+            s3_public_url: lookup("PULSE_S3_PUBLIC_URL").filter(|url| !url.is_empty()),
             public_base_url: lookup("PULSE_PUBLIC_BASE_URL")
                 .unwrap_or_else(|| format!("{own_origin}/media")),
             upload_origins: match lookup("PULSE_UPLOAD_ORIGINS") {
@@ -128,6 +133,7 @@ pub fn router(starter: Starter, config: ApiConfig) -> Router {
     Router::new()
         .merge(api)
         .route("/v1/webhooks/events", post(events::receive))
+        .route("/healthz", get(|| async { "ok" }))
         .route("/", get(site::index))
         .route("/app.js", get(site::app_js))
         .route("/hls.js", get(site::hls_js))
@@ -140,6 +146,10 @@ pub fn router(starter: Starter, config: ApiConfig) -> Router {
 
 /// Serves the API until SIGINT or SIGTERM.
 pub async fn serve(starter: Starter, config: ApiConfig) -> anyhow::Result<()> {
+    let starter = match &config.s3_public_url {
+        Some(url) => starter.with_browser_endpoint(url),
+        None => starter,
+    };
     starter
         .storage()
         .allow_browser_uploads(&config.upload_origins)
