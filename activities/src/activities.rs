@@ -7,29 +7,36 @@ use crate::{
     config::ActivityConfig,
     failure::into_activity_error,
     ffmpeg::{self, SourceInput, recipes},
-    hls, ladder,
-    notify::{Notifier, ProgressEvents, stage_event},
+    hls::{self, PlaylistKind},
+    ladder,
+    notify::{Notifier, stage_event},
     probe::{ProbeReport, analyse, unreadable},
+    reporter::{self, ProgressSource},
     storage::Storage,
-    transcode::{self, PRESIGN_TTL, TranscodeCheckpoint},
+    transcode::{self, PRESIGN_TTL},
     workdir,
 };
 use anyhow::Context;
-use futures::future::BoxFuture;
 use pulse_workflows::{
     AssetId, VideoWorkflow,
-    contract::{self, MasterJob, Notification, ProbeJob, ThumbnailJob, TranscodeJob},
-    media::{Rendition, SourcePlan},
+    contract::{
+        self, MasterJob, Notification, ProbeJob, ProgressReport, PublishedMaster, ThumbnailJob,
+        TranscodeJob,
+    },
+    media::{SourcePlan, TranscodeOutput},
+    progress::TranscodeCheckpoint,
 };
 use std::{sync::Arc, time::Duration};
-use temporalio_client::WorkflowQueryOptions;
+use temporalio_client::{
+    Client, WorkflowDescribeOptions, WorkflowHandle, WorkflowQueryOptions, WorkflowSignalOptions,
+};
 use temporalio_common::ActivityDefinition;
 use temporalio_macros::activities;
 use temporalio_sdk::{
     WorkerOptions,
     activities::{ActivityContext, ActivityError, ExecutableActivity},
 };
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 /// How often a running transcode heartbeats, whether or not it moved.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
@@ -69,7 +76,7 @@ impl PulseActivities {
     pub fn register_heavy(self: &Arc<Self>, options: &mut WorkerOptions) {
         register(options, Self::probe, self);
         register(options, Self::thumbnail, self);
-        register(options, Self::transcode_variant, self);
+        register(options, Self::transcode, self);
     }
 
     /// Registers the light activities (playlists, cache headers, events) for a worker of the
@@ -78,6 +85,7 @@ impl PulseActivities {
         register(options, Self::publish_master, self);
         register(options, Self::finalize_cache_headers, self);
         register(options, Self::notify, self);
+        register(options, Self::report_progress, self);
     }
 
     async fn plan(&self, job: &ProbeJob) -> anyhow::Result<SourcePlan> {
@@ -116,16 +124,30 @@ impl PulseActivities {
         Ok(key)
     }
 
-    async fn write_master(&self, job: &MasterJob) -> anyhow::Result<String> {
-        let key = job.asset_id.keys().master();
+    /// Writes the playlists of the completed variants, then the master listing them with the
+    /// ones listed before.
+    async fn write_master(&self, job: &MasterJob) -> anyhow::Result<PublishedMaster> {
+        let keys = job.asset_id.keys();
+        let mut renditions = job.listed.clone();
+        for variant in &job.completed {
+            self.storage
+                .put_text(
+                    &keys.variant_playlist(&variant.spec.name),
+                    hls::variant_playlist(&variant.segments, PlaylistKind::Complete),
+                    ObjectKind::VariantPlaylist,
+                )
+                .await?;
+            renditions.push(hls::rendition(&variant.spec, &job.media, &variant.segments));
+        }
+        let key = keys.master();
         self.storage
             .put_text(
                 &key,
-                hls::master_playlist(&job.renditions),
+                hls::master_playlist(&renditions),
                 ObjectKind::GrowingMaster,
             )
             .await?;
-        Ok(key)
+        Ok(PublishedMaster { key, renditions })
     }
 }
 
@@ -151,67 +173,85 @@ impl PulseActivities {
         until_cancelled(&ctx, self.make_thumbnail(&job)).await
     }
 
-    /// Transcodes one variant, heartbeating its checkpoint.
-    #[activity(definition = contract::TranscodeVariant)]
-    pub async fn transcode_variant(
+    /// Transcodes some variants over some segments, heartbeating its checkpoint; in fast start
+    /// tells the workflow when the first segment plays.
+    #[activity(definition = contract::Transcode)]
+    pub async fn transcode(
         self: Arc<Self>,
         ctx: ActivityContext,
         job: TranscodeJob,
-    ) -> Result<Rendition, ActivityError> {
-        if self.config.failing_variants.contains(&job.variant.name) {
+    ) -> Result<TranscodeOutput, ActivityError> {
+        if let Some(failing) = job
+            .variants
+            .iter()
+            .find(|variant| self.config.failing_variants.contains(&variant.name))
+        {
             return Err(into_activity_error(anyhow::anyhow!(
                 "ffmpeg was not run: PULSE_FAULT_FAIL_VARIANTS lists {} (test fault switch)",
-                job.variant.name
+                failing.name
             )));
         }
-        // What earlier attempts of this transcode reached; a first attempt starts where earlier
-        // variants left the overall progress, so neither heartbeats nor events ever go back.
-        let mut previous: TranscodeCheckpoint = ctx
+        // What earlier attempts of this transcode uploaded and reached.
+        let previous: TranscodeCheckpoint = ctx
             .heartbeat_details()
             .deserialize()
             .ok()
             .flatten()
             .unwrap_or_default();
-        previous.progress = previous.progress.max(job.progress.start);
-        previous.last_progress_event = previous.last_progress_event.max(job.progress.start);
-        let events = ProgressEvents::start(
-            self.notifier.clone(),
-            job.asset_id.to_string(),
-            previous.last_progress_event,
-            stage_events_out(&ctx, job.events_before),
-        );
         let (checkpoints, mut latest) = watch::channel(previous.clone());
-        let work =
-            transcode::transcode_variant(&self.storage, &self.config, &job, &previous, checkpoints);
-        // Heartbeats carry the latest checkpoint (the SDK throttles them); progress events go
-        // out from their own task and never hold the transcode up.
+        let (first_published, published) = oneshot::channel();
+        let work = transcode::transcode(
+            &self.storage,
+            &self.config,
+            &job,
+            &previous,
+            checkpoints,
+            job.live.then_some(first_published),
+        );
         // Beating also when nothing changed tells Temporal the worker is alive while ffmpeg
         // waits (on a slow source, say); a dead worker stops beating and is replaced.
-        let reporting = async {
+        let heartbeats = async {
             let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
             loop {
                 tokio::select! {
                     changed = latest.changed() => if changed.is_err() { break },
                     _ = beat.tick() => {}
                 }
-                let mut checkpoint = latest.borrow_and_update().clone();
-                events.offer(checkpoint.progress);
-                checkpoint.last_progress_event = events.last_sent();
+                let checkpoint = latest.borrow_and_update().clone();
                 let _ = ctx.record_heartbeat(checkpoint).await;
             }
         };
-        let (result, ()) = tokio::join!(until_cancelled(&ctx, work), reporting);
-        events.finish().await;
+        let announce = async {
+            let Ok(master_key) = published.await else {
+                return;
+            };
+            let Some(workflow) = ctx.workflow_handle::<VideoWorkflow>() else {
+                return;
+            };
+            if let Err(error) = workflow
+                .signal(
+                    VideoWorkflow::first_segment_published,
+                    master_key,
+                    WorkflowSignalOptions::default(),
+                )
+                .await
+            {
+                // The asset still becomes playable when the variant is complete.
+                tracing::warn!(asset_id = %job.asset_id, "could not signal the first segment: {error}");
+            }
+        };
+        let (result, (), ()) = tokio::join!(until_cancelled(&ctx, work), heartbeats, announce);
         result
     }
 
-    /// Rewrites the master playlist to list the finished variants.
+    /// Writes the playlists of newly completed variants and rewrites the master playlist to list
+    /// every finished variant.
     #[activity(definition = contract::PublishMaster)]
     pub async fn publish_master(
         self: Arc<Self>,
         _ctx: ActivityContext,
         job: MasterJob,
-    ) -> Result<String, ActivityError> {
+    ) -> Result<PublishedMaster, ActivityError> {
         self.write_master(&job).await.map_err(into_activity_error)
     }
 
@@ -241,30 +281,72 @@ impl PulseActivities {
             .await
             .map_err(into_activity_error)
     }
+
+    /// Sends progress events from the running transcodes' heartbeats until cancelled. The last
+    /// value sent is heartbeated, so a retried reporter never repeats or lowers it.
+    #[activity(definition = contract::ReportProgress)]
+    pub async fn report_progress(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        asset_id: AssetId,
+    ) -> Result<(), ActivityError> {
+        let Some(workflow) = ctx.workflow_handle::<VideoWorkflow>() else {
+            return Ok(());
+        };
+        let last_sent: f64 = ctx
+            .heartbeat_details()
+            .deserialize()
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let (sent, mut latest) = watch::channel(last_sent);
+        let source = WorkflowProgress(workflow);
+        let reporting = reporter::report(
+            &source,
+            &self.notifier,
+            asset_id.as_str(),
+            last_sent,
+            move |value| {
+                sent.send_replace(value);
+            },
+        );
+        let heartbeats = async {
+            let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+            loop {
+                beat.tick().await;
+                let value = *latest.borrow_and_update();
+                let _ = ctx.record_heartbeat(value).await;
+            }
+        };
+        tokio::select! {
+            () = reporting => Ok(()),
+            () = heartbeats => Ok(()),
+            () = ctx.cancelled() => Err(ActivityError::cancelled()),
+        }
+    }
 }
 
-/// Asks the workflow whether the `before` stage events queued ahead of a transcode are
-/// delivered, so its progress events cannot overtake them.
-fn stage_events_out(
-    ctx: &ActivityContext,
-    before: u32,
-) -> impl Fn() -> BoxFuture<'static, bool> + Send + 'static {
-    let workflow = ctx.workflow_handle::<VideoWorkflow>().map(Arc::new);
-    move || {
-        let workflow = workflow.clone();
-        Box::pin(async move {
-            let Some(workflow) = workflow else {
-                return false;
-            };
-            workflow
-                .query(
-                    VideoWorkflow::events_settled,
-                    (),
-                    WorkflowQueryOptions::default(),
-                )
-                .await
-                .is_ok_and(|settled| settled >= before)
-        })
+/// Progress as the workflow and the running transcodes' heartbeats tell it.
+struct WorkflowProgress(WorkflowHandle<Client, VideoWorkflow>);
+
+impl ProgressSource for WorkflowProgress {
+    async fn report(&self) -> Option<ProgressReport> {
+        self.0
+            .query(
+                VideoWorkflow::progress_report,
+                (),
+                WorkflowQueryOptions::default(),
+            )
+            .await
+            .ok()
+    }
+
+    async fn running(&self) -> Vec<TranscodeCheckpoint> {
+        self.0
+            .describe(WorkflowDescribeOptions::default())
+            .await
+            .map(|description| reporter::running_checkpoints(&description))
+            .unwrap_or_default()
     }
 }
 

@@ -16,6 +16,8 @@ pub enum ObjectKind {
     Segment,
     /// A variant's `index.m3u8`, written once the variant is complete.
     VariantPlaylist,
+    /// A variant's `index.m3u8` while it still grows (fast start).
+    GrowingPlaylist,
     /// `master.m3u8` while it can still change.
     GrowingMaster,
     /// `master.m3u8` once every variant is done.
@@ -28,9 +30,10 @@ impl ObjectKind {
         match self {
             Self::Thumbnail => "image/webp",
             Self::Segment => "video/mp2t",
-            Self::VariantPlaylist | Self::GrowingMaster | Self::FinalMaster => {
-                "application/vnd.apple.mpegurl"
-            }
+            Self::VariantPlaylist
+            | Self::GrowingPlaylist
+            | Self::GrowingMaster
+            | Self::FinalMaster => "application/vnd.apple.mpegurl",
         }
     }
 
@@ -40,7 +43,7 @@ impl ObjectKind {
             Self::Thumbnail | Self::Segment | Self::VariantPlaylist => {
                 format!("public, max-age={ONE_YEAR}, immutable")
             }
-            Self::GrowingMaster => "no-cache".to_owned(),
+            Self::GrowingPlaylist | Self::GrowingMaster => "no-cache".to_owned(),
             Self::FinalMaster => format!("public, max-age={ONE_YEAR}"),
         }
     }
@@ -60,6 +63,7 @@ mod tests {
     #[test]
     fn the_master_is_not_cached_until_done() {
         assert_eq!(GrowingMaster.cache_control(), "no-cache");
+        assert_eq!(GrowingPlaylist.cache_control(), "no-cache");
         assert_eq!(FinalMaster.cache_control(), "public, max-age=31536000");
     }
 

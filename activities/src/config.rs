@@ -11,7 +11,7 @@ pub struct ActivityConfig {
     pub bucket: String,
     /// Parent of the per-job temp folders (`PULSE_WORK_DIR`, default `$TMPDIR/pulse`).
     pub work_dir: PathBuf,
-    /// x264 preset (`PULSE_X264_PRESET`, default `veryfast`).
+    /// x264 preset (`PULSE_X264_PRESET`, default `medium`, x264's own default: the smallest files for the time).
     pub x264_preset: String,
     /// Source limits (`PULSE_MAX_DURATION_SECS`, `PULSE_MAX_PIXELS`, `PULSE_MAX_SOURCE_BYTES`).
     pub limits: Limits,
@@ -52,7 +52,7 @@ impl ActivityConfig {
             work_dir: lookup("PULSE_WORK_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| std::env::temp_dir().join("pulse")),
-            x264_preset: lookup("PULSE_X264_PRESET").unwrap_or_else(|| "veryfast".to_owned()),
+            x264_preset: lookup("PULSE_X264_PRESET").unwrap_or_else(|| "medium".to_owned()),
             limits: Limits {
                 max_duration_secs: parse(
                     &lookup,
@@ -128,7 +128,7 @@ mod tests {
     fn defaults() {
         let config = config(&[]).unwrap();
         assert_eq!(config.bucket, "pulse-media");
-        assert_eq!(config.x264_preset, "veryfast");
+        assert_eq!(config.x264_preset, "medium");
         assert_eq!(config.limits, Limits::default());
         assert!(config.failing_variants.is_empty());
         assert_eq!(

@@ -1,22 +1,14 @@
 //! HLS playlist text: the master playlist that lists finished variants, each variant's VOD
 //! playlist, and reading the playlist ffmpeg keeps while it encodes.
 
+use crate::codec::{self, Level};
 use m3u8_rs::{
     MasterPlaylist, MediaPlaylist, MediaPlaylistType, MediaSegment, Resolution, VariantStream,
 };
-use pulse_workflows::{asset::segment_file_name, media::Rendition};
-use serde::{Deserialize, Serialize};
-
-/// A finished, uploaded media segment.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SegmentRecord {
-    /// Segment number: `seg_{index:03}.ts`.
-    pub index: u32,
-    /// Duration in seconds.
-    pub duration_secs: f64,
-    /// Size in bytes.
-    pub bytes: u64,
-}
+use pulse_workflows::{
+    asset::segment_file_name,
+    media::{Rendition, SegmentRecord, SourceMedia, VariantSpec},
+};
 
 /// The master playlist listing `renditions`, lowest first, each at `{name}/index.m3u8`.
 pub fn master_playlist(renditions: &[Rendition]) -> String {
@@ -45,8 +37,40 @@ pub fn master_playlist(renditions: &[Rendition]) -> String {
     write(|out| playlist.write_to(out))
 }
 
-/// The VOD playlist of a complete variant made of `segments` (in order).
-pub fn variant_playlist(segments: &[SegmentRecord]) -> String {
+/// What the master says about the variant `spec` of `media` made of `segments`.
+pub fn rendition(spec: &VariantSpec, media: &SourceMedia, segments: &[SegmentRecord]) -> Rendition {
+    let (bandwidth, average_bandwidth) = bit_rates(segments);
+    let level = Level::for_stream(
+        spec.width,
+        spec.height,
+        media.frame_rate,
+        spec.max_video_kbps,
+    );
+    Rendition {
+        name: spec.name.clone(),
+        width: spec.width,
+        height: spec.height,
+        frame_rate: media.frame_rate,
+        bandwidth,
+        average_bandwidth,
+        codecs: codec::codecs(level, media.audio_stream.is_some()),
+        segments: segments.len() as u32,
+        duration_secs: segments.iter().map(|s| s.duration_secs).sum(),
+    }
+}
+
+/// Whether a variant playlist is final or still growing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlaylistKind {
+    /// Every segment is listed: a VOD playlist with an end.
+    Complete,
+    /// More segments will come (fast start): an EVENT playlist without an end.
+    Growing,
+}
+
+/// The playlist of a variant made of `segments` (in order).
+pub fn variant_playlist(segments: &[SegmentRecord], kind: PlaylistKind) -> String {
+    let complete = kind == PlaylistKind::Complete;
     let playlist = MediaPlaylist {
         version: Some(3),
         target_duration: segments
@@ -55,9 +79,13 @@ pub fn variant_playlist(segments: &[SegmentRecord]) -> String {
             .max()
             .unwrap_or(1)
             .max(1),
-        playlist_type: Some(MediaPlaylistType::Vod),
+        playlist_type: Some(if complete {
+            MediaPlaylistType::Vod
+        } else {
+            MediaPlaylistType::Event
+        }),
         independent_segments: true,
-        end_list: true,
+        end_list: complete,
         segments: segments
             .iter()
             .map(|s| MediaSegment {
@@ -118,7 +146,7 @@ fn write(render: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> String {
 mod tests {
     use super::*;
 
-    fn rendition(name: &str, width: u32, height: u32, bandwidth: u64) -> Rendition {
+    fn listed(name: &str, width: u32, height: u32, bandwidth: u64) -> Rendition {
         Rendition {
             name: name.into(),
             width,
@@ -129,15 +157,14 @@ mod tests {
             codecs: "avc1.64001e,mp4a.40.2".into(),
             segments: 3,
             duration_secs: 10.0,
-            resumed_from_segment: 0,
         }
     }
 
     #[test]
     fn master_lists_variants_lowest_first() {
         let text = master_playlist(&[
-            rendition("720p", 1280, 720, 3_000_000),
-            rendition("240p", 426, 240, 500_000),
+            listed("720p", 1280, 720, 3_000_000),
+            listed("240p", 426, 240, 500_000),
         ]);
         assert_eq!(
             text,
@@ -170,12 +197,65 @@ mod tests {
                 bytes: 10,
             },
         ];
-        let text = variant_playlist(&segments);
+        let text = variant_playlist(&segments, PlaylistKind::Complete);
         assert!(text.starts_with("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-TARGETDURATION:4\n#EXT-X-PLAYLIST-TYPE:VOD\n"), "{text}");
         assert!(text.contains("#EXTINF:4,\nseg_000.ts\n#EXTINF:4,\nseg_001.ts\n#EXTINF:1.5,\nseg_002.ts\n#EXT-X-ENDLIST\n"), "{text}");
         let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap();
         assert!(parsed.end_list);
         assert_eq!(parsed.segments.len(), 3);
+    }
+
+    #[test]
+    fn a_growing_playlist_has_no_end() {
+        let segments = [SegmentRecord {
+            index: 0,
+            duration_secs: 4.0,
+            bytes: 100,
+        }];
+        let text = variant_playlist(&segments, PlaylistKind::Growing);
+        assert!(text.contains("#EXT-X-PLAYLIST-TYPE:EVENT"), "{text}");
+        assert!(!text.contains("#EXT-X-ENDLIST"), "{text}");
+    }
+
+    #[test]
+    fn renditions_describe_what_the_segments_hold() {
+        let media = SourceMedia {
+            width: 1280,
+            height: 720,
+            duration_secs: 8.0,
+            frame_rate: 30.0,
+            video_stream: 0,
+            audio_stream: Some(1),
+            hdr: false,
+            size_bytes: 1,
+            description: String::new(),
+        };
+        let spec = VariantSpec {
+            name: "720p".into(),
+            width: 1280,
+            height: 720,
+            max_video_kbps: 2800,
+            audio_kbps: 128,
+        };
+        let segments = [
+            SegmentRecord {
+                index: 0,
+                duration_secs: 4.0,
+                bytes: 1_000_000,
+            },
+            SegmentRecord {
+                index: 1,
+                duration_secs: 4.0,
+                bytes: 500_000,
+            },
+        ];
+        let rendition = rendition(&spec, &media, &segments);
+        assert_eq!(rendition.codecs, "avc1.64001f,mp4a.40.2");
+        assert_eq!(
+            (rendition.bandwidth, rendition.average_bandwidth),
+            (2_000_000, 1_500_000)
+        );
+        assert_eq!((rendition.segments, rendition.duration_secs), (2, 8.0));
     }
 
     #[test]

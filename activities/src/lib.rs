@@ -8,7 +8,8 @@
 //! - [`probe`]: reading ffprobe's report, limits.
 //! - [`ladder`]: which variants a source gets.
 //! - [`ffmpeg`]: the typed ffmpeg command builder, recipes and progress parsing.
-//! - [`transcode`]: one variant, segment by segment, to the bucket.
+//! - [`transcode`]: variants over a range of segments, from one decode, to the bucket.
+//! - [`reporter`]: progress events from the running transcodes' heartbeats.
 //! - [`workdir`]: per-job temp folders, and sweeping those of dead workers.
 //! - [`codec`]: H.264 levels and codec strings.
 //! - [`hls`]: master and variant playlist text.
@@ -27,6 +28,7 @@ pub mod hls;
 pub mod ladder;
 pub mod notify;
 pub mod probe;
+pub mod reporter;
 pub mod storage;
 pub mod transcode;
 pub mod workdir;

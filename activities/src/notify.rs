@@ -5,9 +5,9 @@
 //! [`pulse_workflows::events::signature`]).
 //!
 //! Stage events come from the workflow through the `notify` activity: a failed delivery is an
-//! error, so Temporal retries it. Progress events come from a running transcode through
-//! [`ProgressEvents`]: best effort, at least two points apart, never backwards, and never
-//! allowed to slow the transcode.
+//! error, so Temporal retries it. Progress events come from the `report_progress` activity
+//! ([`crate::reporter`]): best effort, at least two points apart ([`ProgressThrottle`]), never
+//! backwards.
 
 use crate::config::ActivityConfig;
 use anyhow::{Context, bail};
@@ -15,12 +15,7 @@ use pulse_workflows::{
     contract::Notification,
     events::{Event, signature},
 };
-use std::{
-    future::Future,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
-};
-use tokio::{sync::watch, task::JoinHandle};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long a stage event delivery may take before it counts as failed (and is retried).
 const STAGE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,10 +23,6 @@ const STAGE_TIMEOUT: Duration = Duration::from_secs(10);
 const PROGRESS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Smallest progress step worth an event, in points.
 pub const PROGRESS_STEP: f64 = 2.0;
-/// How often a transcode asks whether earlier stage events are out.
-const GATE_RECHECK: Duration = Duration::from_secs(1);
-/// How long a finishing transcode waits for its last progress event to go out.
-const PROGRESS_FLUSH: Duration = Duration::from_secs(1);
 
 /// Builds the wire event of a stage notification; object keys become public URLs.
 pub fn stage_event(notification: &Notification, config: &ActivityConfig) -> Event {
@@ -55,7 +46,8 @@ pub fn rfc3339(unix_ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(unix_ms)).to_string()
 }
 
-fn now_unix_ms() -> u64 {
+/// Now, in milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -187,95 +179,6 @@ fn tenths(percent: f64) -> i64 {
     }
 }
 
-/// The progress events of one running transcode, sent from a background task so that a slow
-/// receiver never slows the transcode: only the latest value waits to go out.
-pub struct ProgressEvents {
-    latest: watch::Sender<f64>,
-    throttle: Arc<Mutex<ProgressThrottle>>,
-    task: JoinHandle<()>,
-}
-
-impl ProgressEvents {
-    /// Starts sending progress events of `asset_id`, the last one sent before being
-    /// `last_sent`. `stage_events_out` tells whether the stage events that must precede them
-    /// have been delivered; it is asked at most once a second until it says yes.
-    pub fn start<G, F>(
-        notifier: Notifier,
-        asset_id: String,
-        last_sent: f64,
-        stage_events_out: G,
-    ) -> Self
-    where
-        G: Fn() -> F + Send + 'static,
-        F: Future<Output = bool> + Send,
-    {
-        let (latest, mut values) = watch::channel(last_sent);
-        let throttle = Arc::new(Mutex::new(ProgressThrottle::after(last_sent)));
-        let shared = throttle.clone();
-        let task = tokio::spawn(async move {
-            let mut gate_open = false;
-            let mut last_gate_check: Option<Instant> = None;
-            while values.changed().await.is_ok() {
-                let progress = *values.borrow_and_update();
-                let Some(value) = shared
-                    .lock()
-                    .expect("throttle lock")
-                    .worth_sending(progress)
-                else {
-                    continue;
-                };
-                if !gate_open {
-                    if last_gate_check.is_some_and(|at| at.elapsed() < GATE_RECHECK) {
-                        continue;
-                    }
-                    last_gate_check = Some(Instant::now());
-                    gate_open = stage_events_out().await;
-                    if !gate_open {
-                        continue;
-                    }
-                }
-                let mut event = Event::update(asset_id.clone(), rfc3339(now_unix_ms()));
-                event.progress = Some(value);
-                if notifier.deliver_progress(&event).await {
-                    shared.lock().expect("throttle lock").sent(value);
-                }
-            }
-        });
-        Self {
-            latest,
-            throttle,
-            task,
-        }
-    }
-
-    /// Offers the current overall progress; returns at once.
-    pub fn offer(&self, progress: f64) {
-        self.latest.send_replace(progress);
-    }
-
-    /// The last progress value delivered.
-    pub fn last_sent(&self) -> f64 {
-        self.throttle.lock().expect("throttle lock").last_sent()
-    }
-
-    /// Lets the last offered value go out (for at most a second), then stops.
-    pub async fn finish(self) -> f64 {
-        let Self {
-            latest,
-            throttle,
-            mut task,
-        } = self;
-        drop(latest);
-        if tokio::time::timeout(PROGRESS_FLUSH, &mut task)
-            .await
-            .is_err()
-        {
-            task.abort();
-        }
-        throttle.lock().expect("throttle lock").last_sent()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,33 +233,5 @@ mod tests {
         assert_eq!(throttle.worth_sending(39.2), None);
         assert_eq!(throttle.worth_sending(39.3), Some(39.3));
         assert_eq!(throttle.worth_sending(f64::NAN), None);
-    }
-
-    #[tokio::test]
-    async fn progress_waits_for_the_stage_events_and_stops_cleanly() {
-        let gate = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let opened = gate.clone();
-        let events = ProgressEvents::start(Notifier::log_only(), "a1".into(), 0.0, move || {
-            let open = opened.load(std::sync::atomic::Ordering::SeqCst);
-            async move { open }
-        });
-        events.offer(5.0);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(
-            events.last_sent(),
-            0.0,
-            "held back until the stage events are out"
-        );
-        gate.store(true, std::sync::atomic::Ordering::SeqCst);
-        tokio::time::sleep(GATE_RECHECK).await;
-        events.offer(6.0);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(events.last_sent(), 6.0);
-        events.offer(7.0);
-        assert_eq!(
-            events.finish().await,
-            6.0,
-            "7 is less than two points above 6"
-        );
     }
 }

@@ -1,76 +1,76 @@
-//! The transcode of one variant.
+//! A transcode: some variants over some segments of the video, from one decode of the source.
 //!
-//! ffmpeg reads the presigned source and writes HLS segments into a private temp folder. Each
-//! segment is uploaded and deleted as soon as ffmpeg finishes it, so disk use stays at a few
-//! segments whatever the length of the video, and what is uploaded is heartbeated as a
-//! [`TranscodeCheckpoint`]. The variant's `index.m3u8` is written last, once every segment is up:
-//! a variant playlist in the bucket always means a complete variant.
+//! ffmpeg reads the presigned source and writes each variant's HLS segments into its own folder
+//! of a private temp folder. Each segment is uploaded and deleted as soon as ffmpeg finishes it,
+//! so disk use stays at a few segments whatever the length of the video, and what is uploaded
+//! is heartbeated as a [`TranscodeCheckpoint`]. Variant playlists are written when every piece
+//! of a variant is done (by `publish_master`), so a variant playlist in the bucket means a
+//! complete variant, except in fast start, where the first variant's playlist grows segment by
+//! segment.
 //!
 //! A retried attempt (after a crash, an S3 outage, a lost worker) reads the checkpoint its
 //! predecessors heartbeated, keeps their segments and restarts ffmpeg at the next segment
-//! boundary, with numbering and timestamps continued, instead of from zero.
+//! boundary, with numbering and timestamps continued, instead of from the start.
 
 use crate::{
     cache_policy::ObjectKind,
-    codec,
     config::ActivityConfig,
     failure::{BadInput, BadInputKind},
     ffmpeg::{
         progress::ProgressListener,
-        recipes::{SEGMENT_SECS, TIMESTAMP_BASE_SECS, VariantRecipe, WORK_PLAYLIST},
+        recipes::{Encoding, TIMESTAMP_BASE_SECS, TranscodeRecipe, WORK_PLAYLIST},
     },
-    hls::{self, SegmentRecord},
+    hls::{self, PlaylistKind},
     storage::Storage,
     workdir,
 };
 use anyhow::{Context, bail};
-use pulse_workflows::{AssetKeys, contract::TranscodeJob, media::Rendition};
-use serde::{Deserialize, Serialize};
+use pulse_workflows::{
+    AssetKeys,
+    contract::TranscodeJob,
+    media::{
+        SEGMENT_SECS, SegmentRange, SegmentRecord, TranscodeOutput, VariantSegments, VariantSpec,
+    },
+    progress::TranscodeCheckpoint,
+};
 use std::{path::Path, time::Duration};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 /// How long presigned source URLs stay valid: longer than any transcode attempt.
 pub const PRESIGN_TTL: Duration = Duration::from_secs(12 * 60 * 60);
-/// How often the work folder is checked for finished segments.
+/// How often the work folders are checked for finished segments.
 const SCAN_INTERVAL: Duration = Duration::from_millis(250);
 /// How much shorter than its source a variant may be before the source counts as cut off.
 const TRUNCATION_TOLERANCE_SECS: f64 = 1.0;
 
-/// What the attempts of a transcode have achieved so far; heartbeated, so it outlives them.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct TranscodeCheckpoint {
-    /// Segments uploaded so far, in order.
-    pub segments: Vec<SegmentRecord>,
-    /// Overall progress reached so far, 0 to 100; never lowered, also across attempts.
-    pub progress: f64,
-    /// The last progress event delivered, so a retried attempt never sends a lower one.
-    pub last_progress_event: f64,
-}
-
-/// Where a transcode picks up after earlier attempts: the segments they uploaded that can be
-/// kept, and whether nothing is left to encode.
+/// Where a transcode picks up after earlier attempts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Resume {
-    /// Segments kept: numbers `0..kept` are already in the bucket.
+    /// Segments kept: numbers `first..first + kept` of every variant are already in the bucket.
     pub kept: u32,
-    /// Whether the kept segments already cover the whole variant.
+    /// Whether the kept segments already cover the whole range.
     pub complete: bool,
 }
 
-/// Decides what of `uploaded` a new attempt keeps, for a variant of `duration_secs` at
-/// `frame_rate`. When the uploaded segments already cover the whole variant, nothing is left to
-/// encode. Otherwise ffmpeg restarts on a segment boundary, seeking to `kept` x
-/// [`SEGMENT_SECS`], so only an unbroken run `seg_000`, `seg_001`... of full segments is kept (a
-/// full segment is [`SEGMENT_SECS`] long give or take a frame, since cuts fall on frames).
-pub fn resume_from(uploaded: &[SegmentRecord], frame_rate: f64, duration_secs: f64) -> Resume {
+/// Decides what of `uploaded` (one variant's segments) a new attempt at segments `first..` of
+/// a range lasting `range_secs` keeps, for a video at `frame_rate`. When the uploaded segments
+/// cover the range, nothing is left to do. Otherwise ffmpeg restarts on a segment boundary, so
+/// only an unbroken run of full segments from `first` is kept (a full segment is
+/// [`SEGMENT_SECS`] long give or take a frame, since cuts fall on frames).
+pub fn resume_from(
+    uploaded: &[SegmentRecord],
+    first: u32,
+    frame_rate: f64,
+    range_secs: f64,
+) -> Resume {
     let frame_secs = 1.0 / frame_rate.max(1.0);
     let unbroken = uploaded
         .iter()
         .enumerate()
-        .take_while(|(position, segment)| segment.index as usize == *position)
+        .take_while(|(position, segment)| segment.index == first + *position as u32)
         .count();
     let covered: f64 = uploaded[..unbroken].iter().map(|s| s.duration_secs).sum();
-    if unbroken > 0 && covered >= duration_secs - frame_secs {
+    if unbroken > 0 && covered >= range_secs - frame_secs {
         return Resume {
             kept: unbroken as u32,
             complete: true,
@@ -86,121 +86,264 @@ pub fn resume_from(uploaded: &[SegmentRecord], frame_rate: f64, duration_secs: f
     }
 }
 
-/// Transcodes `job`, publishing the checkpoint to `checkpoints` whenever it changes (at most
-/// every [`SCAN_INTERVAL`]). `previous` is what earlier attempts reached: their uploaded
-/// segments are kept and ffmpeg restarts at the next segment boundary. Returns the finished
-/// rendition, which says where this attempt resumed.
-pub async fn transcode_variant(
+/// Runs `job`, publishing the checkpoint to `checkpoints` whenever it changes (at most every
+/// [`SCAN_INTERVAL`]). `previous` is what earlier attempts reached: their segments are kept and
+/// ffmpeg restarts at the next segment boundary every variant has reached. In fast start,
+/// `first_published` receives the master's key once the first segment is playable.
+pub async fn transcode(
     storage: &Storage,
     config: &ActivityConfig,
     job: &TranscodeJob,
     previous: &TranscodeCheckpoint,
     checkpoints: watch::Sender<TranscodeCheckpoint>,
-) -> anyhow::Result<Rendition> {
-    let variant = &job.variant;
-    let resume = resume_from(
-        &previous.segments,
-        job.media.frame_rate,
-        job.media.duration_secs,
-    );
-    let recipe = VariantRecipe {
-        media: &job.media,
-        variant,
-        preset: &config.x264_preset,
-        first_segment: resume.kept,
-        realtime: config.realtime_variants.contains(&variant.name),
+    first_published: Option<oneshot::Sender<String>>,
+) -> anyhow::Result<TranscodeOutput> {
+    let range_secs = job.range.duration_secs(job.media.duration_secs);
+    let uploaded = |variant: &VariantSpec| {
+        previous
+            .segments
+            .get(&variant.name)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    };
+    let resumes: Vec<Resume> = job
+        .variants
+        .iter()
+        .map(|variant| {
+            resume_from(
+                uploaded(variant),
+                job.range.first,
+                job.media.frame_rate,
+                range_secs,
+            )
+        })
+        .collect();
+    let complete = resumes.iter().all(|resume| resume.complete);
+    let kept = if complete {
+        0
+    } else {
+        resumes.iter().map(|resume| resume.kept).min().unwrap_or(0)
     };
     let mut checkpoint = TranscodeCheckpoint {
-        segments: previous.segments[..resume.kept as usize].to_vec(),
-        ..previous.clone()
+        segments: job
+            .variants
+            .iter()
+            .map(|variant| {
+                // A finished range keeps everything; otherwise every variant restarts at the
+                // same segment.
+                let keep = if complete { usize::MAX } else { kept as usize };
+                let segments = uploaded(variant).iter().take(keep).cloned().collect();
+                (variant.name.clone(), segments)
+            })
+            .collect(),
+        span: job.progress,
+        progress: previous.progress.max(job.progress.start),
     };
-    if resume.kept > 0 {
-        tracing::info!(asset_id = %job.asset_id, variant = %variant.name, segment = resume.kept, "resuming");
+    let resumed_from_segment = job.range.first + kept;
+    if kept > 0 {
+        tracing::info!(asset_id = %job.asset_id, segment = resumed_from_segment, "resuming");
     }
-    if !resume.complete {
-        encode(storage, config, job, &recipe, &mut checkpoint, &checkpoints).await?;
+    if !complete {
+        let run = Run {
+            storage,
+            config,
+            job,
+            keys: job.asset_id.keys(),
+            range: SegmentRange {
+                first: resumed_from_segment,
+                end: job.range.end,
+            },
+        };
+        run.encode(&mut checkpoint, &checkpoints, first_published)
+            .await?;
     }
-    if checkpoint.segments.is_empty() {
-        bail!(
-            "ffmpeg finished without writing any segment of {}",
-            variant.name
-        );
+    for variant in &job.variants {
+        let segments = &checkpoint.segments[&variant.name];
+        if segments.is_empty() {
+            bail!(
+                "ffmpeg finished without writing any segment of {}",
+                variant.name
+            );
+        }
+        check_complete(segments, range_secs)?;
     }
-    check_complete(&checkpoint.segments, job.media.duration_secs)?;
     checkpoint.progress = job.progress.end;
     checkpoints.send_replace(checkpoint.clone());
-
-    storage
-        .put_text(
-            &job.asset_id.keys().variant_playlist(&variant.name),
-            hls::variant_playlist(&checkpoint.segments),
-            ObjectKind::VariantPlaylist,
-        )
-        .await?;
-    let (bandwidth, average_bandwidth) = hls::bit_rates(&checkpoint.segments);
-    Ok(Rendition {
-        name: variant.name.clone(),
-        width: variant.width,
-        height: variant.height,
-        frame_rate: job.media.frame_rate,
-        bandwidth,
-        average_bandwidth,
-        codecs: codec::codecs(recipe.level(), job.media.audio_stream.is_some()),
-        segments: checkpoint.segments.len() as u32,
-        duration_secs: checkpoint.segments.iter().map(|s| s.duration_secs).sum(),
-        resumed_from_segment: recipe.first_segment,
+    Ok(TranscodeOutput {
+        variants: job
+            .variants
+            .iter()
+            .map(|variant| VariantSegments {
+                variant: variant.name.clone(),
+                segments: checkpoint.segments[&variant.name].clone(),
+            })
+            .collect(),
+        resumed_from_segment,
     })
 }
 
-/// Runs ffmpeg from `recipe.first_segment` on, uploading each segment as it is finished.
-async fn encode(
-    storage: &Storage,
-    config: &ActivityConfig,
-    job: &TranscodeJob,
-    recipe: &VariantRecipe<'_>,
-    checkpoint: &mut TranscodeCheckpoint,
-    checkpoints: &watch::Sender<TranscodeCheckpoint>,
-) -> anyhow::Result<()> {
-    let work = workdir::job_dir(&config.work_dir, job.asset_id.as_str(), &job.variant.name)?;
-    let source_url = storage.presign_get(&job.source_key, PRESIGN_TTL).await?;
-    let listener = ProgressListener::bind()
-        .await
-        .context("opening the progress socket")?;
-    let command = recipe.command(&source_url, work.path(), listener.addr()?);
-    let mut progress = listener.latest();
-    let mut ffmpeg = command.spawn()?;
+/// One run of ffmpeg over `range`.
+struct Run<'a> {
+    storage: &'a Storage,
+    config: &'a ActivityConfig,
+    job: &'a TranscodeJob,
+    keys: AssetKeys,
+    range: SegmentRange,
+}
 
-    let uploader = SegmentUploader {
-        storage,
-        keys: job.asset_id.keys(),
-        variant: &job.variant.name,
-        work_dir: work.path(),
-    };
-    // ffmpeg reports output times, which start at the base: what is left is the position in
-    // the whole variant, whatever segment this run started from.
-    let base = Duration::from_secs_f64(TIMESTAMP_BASE_SECS);
-    let duration = Duration::from_secs_f64(job.media.duration_secs);
-    let mut scan = tokio::time::interval(SCAN_INTERVAL);
-    loop {
-        tokio::select! {
-            exit = ffmpeg.exited() => {
-                exit?;
-                break;
-            }
-            _ = scan.tick() => {
-                let uploaded = uploader.upload_finished(checkpoint).await?;
-                let fraction = progress.borrow_and_update().without_offset(base).fraction_of(duration);
-                let reached = fraction.map_or(0.0, |f| job.progress.at(f));
-                if uploaded || reached > checkpoint.progress {
-                    checkpoint.progress = checkpoint.progress.max(reached);
-                    checkpoints.send_replace(checkpoint.clone());
+impl Run<'_> {
+    /// Runs ffmpeg, uploading each segment as it is finished.
+    async fn encode(
+        &self,
+        checkpoint: &mut TranscodeCheckpoint,
+        checkpoints: &watch::Sender<TranscodeCheckpoint>,
+        mut first_published: Option<oneshot::Sender<String>>,
+    ) -> anyhow::Result<()> {
+        let job = self.job;
+        let names: Vec<&str> = job.variants.iter().map(|v| v.name.as_str()).collect();
+        let work = workdir::job_dir(
+            &self.config.work_dir,
+            job.asset_id.as_str(),
+            &names.join("+"),
+        )?;
+        for variant in &job.variants {
+            tokio::fs::create_dir_all(work.path().join(&variant.name)).await?;
+        }
+        let recipe = TranscodeRecipe {
+            encoding: Encoding {
+                media: &job.media,
+                preset: &self.config.x264_preset,
+            },
+            variants: &job.variants,
+            range: self.range,
+            realtime: job
+                .variants
+                .iter()
+                .any(|v| self.config.realtime_variants.contains(&v.name)),
+        };
+        let source_url = self
+            .storage
+            .presign_get(&job.source_key, PRESIGN_TTL)
+            .await?;
+        let listener = ProgressListener::bind()
+            .await
+            .context("opening the progress socket")?;
+        let command = recipe
+            .command(&source_url, work.path(), listener.addr()?)
+            .background(job.background);
+        let mut progress = listener.latest();
+        let mut ffmpeg = command.spawn()?;
+
+        // ffmpeg reports output times, which start at the base plus where the job's range
+        // starts: what is left is how far into the range it got.
+        let range_start = Duration::from_secs_f64(TIMESTAMP_BASE_SECS + job.range.start_secs());
+        let range_length =
+            Duration::from_secs_f64(job.range.duration_secs(job.media.duration_secs));
+        let mut scan = tokio::time::interval(SCAN_INTERVAL);
+        loop {
+            tokio::select! {
+                exit = ffmpeg.exited() => {
+                    exit?;
+                    break;
+                }
+                _ = scan.tick() => {
+                    let uploaded = self.upload_finished(work.path(), checkpoint).await?;
+                    if uploaded && job.live {
+                        self.publish_live(checkpoint, &mut first_published).await?;
+                    }
+                    let fraction = progress.borrow_and_update().without_offset(range_start).fraction_of(range_length);
+                    let reached = fraction.map_or(0.0, |f| job.progress.at(f));
+                    if uploaded || reached > checkpoint.progress {
+                        checkpoint.progress = checkpoint.progress.max(reached);
+                        checkpoints.send_replace(checkpoint.clone());
+                    }
                 }
             }
         }
+        ffmpeg.finish().await?;
+        if self.upload_finished(work.path(), checkpoint).await? && job.live {
+            self.publish_live(checkpoint, &mut first_published).await?;
+        }
+        Ok(())
     }
-    ffmpeg.finish().await?;
-    uploader.upload_finished(checkpoint).await?;
-    Ok(())
+
+    /// Uploads and deletes every segment the work playlists list that is not uploaded yet.
+    /// Returns whether there was any.
+    async fn upload_finished(
+        &self,
+        work_dir: &Path,
+        checkpoint: &mut TranscodeCheckpoint,
+    ) -> anyhow::Result<bool> {
+        let mut uploaded = false;
+        for variant in &self.job.variants {
+            let folder = work_dir.join(&variant.name);
+            // ffmpeg replaces the playlist atomically after each segment (`temp_file`), so a
+            // listed segment is complete on disk. No playlist yet means no segment yet.
+            let Ok(text) = tokio::fs::read(folder.join(WORK_PLAYLIST)).await else {
+                continue;
+            };
+            let Some(listed) = hls::listed_segments(&text) else {
+                continue;
+            };
+            let made = checkpoint.segments.entry(variant.name.clone()).or_default();
+            let next = made.last().map_or(self.range.first, |last| last.index + 1);
+            for (uri, duration_secs) in listed {
+                let index = segment_index(&uri)
+                    .with_context(|| format!("ffmpeg listed an unexpected segment {uri:?}"))?;
+                if index < next {
+                    continue;
+                }
+                let path = folder.join(format!("seg_{index:03}.ts"));
+                let key = self.keys.segment(&variant.name, index);
+                let bytes = self
+                    .storage
+                    .put_file(&key, &path, ObjectKind::Segment)
+                    .await?;
+                tokio::fs::remove_file(&path).await?;
+                made.push(SegmentRecord {
+                    index,
+                    duration_secs,
+                    bytes,
+                });
+                uploaded = true;
+            }
+        }
+        Ok(uploaded)
+    }
+
+    /// Fast start: rewrites the growing playlist of the (single) variant, and after the first
+    /// segment the master, then hands the master's key to whoever tells the workflow.
+    async fn publish_live(
+        &self,
+        checkpoint: &TranscodeCheckpoint,
+        first_published: &mut Option<oneshot::Sender<String>>,
+    ) -> anyhow::Result<()> {
+        let [variant] = self.job.variants.as_slice() else {
+            bail!("fast start publishes a single variant");
+        };
+        let segments = &checkpoint.segments[&variant.name];
+        let playlist = hls::variant_playlist(segments, PlaylistKind::Growing);
+        self.storage
+            .put_text(
+                &self.keys.variant_playlist(&variant.name),
+                playlist,
+                ObjectKind::GrowingPlaylist,
+            )
+            .await?;
+        if let Some(first) = first_published.take() {
+            let rendition = hls::rendition(variant, &self.job.media, segments);
+            let master_key = self.keys.master();
+            self.storage
+                .put_text(
+                    &master_key,
+                    hls::master_playlist(&[rendition]),
+                    ObjectKind::GrowingMaster,
+                )
+                .await?;
+            let _ = first.send(master_key);
+        }
+        Ok(())
+    }
 }
 
 /// Refuses a variant much shorter than the source says it is: the file is cut off, and an
@@ -220,55 +363,6 @@ fn check_complete(segments: &[SegmentRecord], expected_secs: f64) -> Result<(), 
     Ok(())
 }
 
-/// Moves segments ffmpeg has finished from the work folder to the bucket.
-struct SegmentUploader<'a> {
-    storage: &'a Storage,
-    keys: AssetKeys,
-    variant: &'a str,
-    work_dir: &'a Path,
-}
-
-impl SegmentUploader<'_> {
-    /// Uploads and deletes every segment the work playlist lists that is not uploaded yet.
-    /// Returns whether there was any.
-    async fn upload_finished(&self, checkpoint: &mut TranscodeCheckpoint) -> anyhow::Result<bool> {
-        // ffmpeg replaces the playlist atomically after each segment (`temp_file`), so a listed
-        // segment is complete on disk. No playlist yet means no segment yet.
-        let Ok(text) = tokio::fs::read(self.work_dir.join(WORK_PLAYLIST)).await else {
-            return Ok(false);
-        };
-        let Some(listed) = hls::listed_segments(&text) else {
-            return Ok(false);
-        };
-        let next = checkpoint.segments.last().map_or(0, |last| last.index + 1);
-        let mut uploaded = false;
-        for (uri, duration_secs) in listed {
-            let index = segment_index(&uri)
-                .with_context(|| format!("ffmpeg listed an unexpected segment {uri:?}"))?;
-            if index < next {
-                continue;
-            }
-            let path = self.work_dir.join(format!("seg_{index:03}.ts"));
-            let bytes = self
-                .storage
-                .put_file(
-                    &self.keys.segment(self.variant, index),
-                    &path,
-                    ObjectKind::Segment,
-                )
-                .await?;
-            tokio::fs::remove_file(&path).await?;
-            checkpoint.segments.push(SegmentRecord {
-                index,
-                duration_secs,
-                bytes,
-            });
-            uploaded = true;
-        }
-        Ok(uploaded)
-    }
-}
-
 /// The number of a segment file `seg_NNN.ts` (any folder in front is ignored).
 fn segment_index(uri: &str) -> Option<u32> {
     let name = uri.rsplit('/').next()?;
@@ -279,12 +373,12 @@ fn segment_index(uri: &str) -> Option<u32> {
 mod tests {
     use super::*;
 
-    fn segments(durations: &[f64]) -> Vec<SegmentRecord> {
+    fn segments(first: u32, durations: &[f64]) -> Vec<SegmentRecord> {
         durations
             .iter()
             .enumerate()
-            .map(|(index, &duration_secs)| SegmentRecord {
-                index: index as u32,
+            .map(|(position, &duration_secs)| SegmentRecord {
+                index: first + position as u32,
                 duration_secs,
                 bytes: 1,
             })
@@ -293,7 +387,7 @@ mod tests {
 
     #[test]
     fn a_retry_keeps_the_unbroken_run_of_full_segments() {
-        let resume = |durations: &[f64]| resume_from(&segments(durations), 30.0, 10.0);
+        let resume = |durations: &[f64]| resume_from(&segments(0, durations), 0, 30.0, 10.0);
         assert_eq!(
             resume(&[]),
             Resume {
@@ -331,10 +425,10 @@ mod tests {
             },
             "an odd segment is redone"
         );
-        let mut gap = segments(&[4.0, 4.0, 2.0]);
+        let mut gap = segments(0, &[4.0, 4.0, 2.0]);
         gap.remove(1);
         assert_eq!(
-            resume_from(&gap, 30.0, 10.0),
+            resume_from(&gap, 0, 30.0, 10.0),
             Resume {
                 kept: 1,
                 complete: false
@@ -343,16 +437,41 @@ mod tests {
     }
 
     #[test]
-    fn a_slow_frame_rate_widens_what_counts_as_full() {
+    fn a_piece_resumes_from_its_own_first_segment() {
         assert_eq!(
-            resume_from(&segments(&[4.0, 3.9]), 10.0, 30.0),
+            resume_from(&segments(5, &[4.0, 4.0]), 5, 30.0, 20.0),
             Resume {
                 kept: 2,
                 complete: false
             }
         );
         assert_eq!(
-            resume_from(&segments(&[4.0, 3.9]), 30.0, 30.0),
+            resume_from(&segments(5, &[4.0; 5]), 5, 30.0, 20.0),
+            Resume {
+                kept: 5,
+                complete: true
+            }
+        );
+        assert_eq!(
+            resume_from(&segments(0, &[4.0]), 5, 30.0, 20.0),
+            Resume {
+                kept: 0,
+                complete: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_slow_frame_rate_widens_what_counts_as_full() {
+        assert_eq!(
+            resume_from(&segments(0, &[4.0, 3.9]), 0, 10.0, 30.0),
+            Resume {
+                kept: 2,
+                complete: false
+            }
+        );
+        assert_eq!(
+            resume_from(&segments(0, &[4.0, 3.9]), 0, 30.0, 30.0),
             Resume {
                 kept: 1,
                 complete: false
@@ -362,12 +481,12 @@ mod tests {
 
     #[test]
     fn a_cut_off_source_is_refused_and_a_whole_one_is_not() {
-        assert!(check_complete(&segments(&[4.0, 4.0, 2.0]), 10.0).is_ok());
+        assert!(check_complete(&segments(0, &[4.0, 4.0, 2.0]), 10.0).is_ok());
         assert!(
-            check_complete(&segments(&[4.0, 4.0, 1.5]), 10.0).is_ok(),
+            check_complete(&segments(0, &[4.0, 4.0, 1.5]), 10.0).is_ok(),
             "half a second short is fine"
         );
-        let error = check_complete(&segments(&[4.0, 1.0]), 10.0).unwrap_err();
+        let error = check_complete(&segments(0, &[4.0, 1.0]), 10.0).unwrap_err();
         assert_eq!(error.kind, BadInputKind::Undecodable);
         assert!(
             error
@@ -376,7 +495,7 @@ mod tests {
             "{error}"
         );
         assert!(
-            check_complete(&segments(&[4.0; 95]), 400.0).is_ok(),
+            check_complete(&segments(0, &[4.0; 95]), 400.0).is_ok(),
             "5 % of a long video is tolerated"
         );
     }

@@ -14,9 +14,10 @@ pub mod api;
 pub mod settings;
 
 use anyhow::Context;
-use pulse_activities::{ActivityConfig, Storage, connections, transcode::TranscodeCheckpoint};
+use pulse_activities::{ActivityConfig, Storage, connections, reporter::running_checkpoints};
 use pulse_workflows::{
-    AssetId, AssetState, AssetStatus, ProcessingSettings, VideoRequest, VideoWorkflow, search,
+    AssetId, AssetState, AssetStatus, ProcessingSettings, VideoRequest, VideoWorkflow, progress,
+    search,
 };
 use std::{
     collections::HashMap,
@@ -208,9 +209,10 @@ impl Starter {
                 if state.status.is_finished() {
                     marks.remove(asset);
                 } else {
-                    let live = live_progress(&description).unwrap_or(0.0);
+                    let live =
+                        progress::overall(state.progress, &running_checkpoints(&description));
                     let mark = marks.entry(asset.clone()).or_insert(0.0);
-                    *mark = mark.max(live).max(state.progress);
+                    *mark = mark.max(live);
                     state.progress = *mark;
                 }
                 Ok(state)
@@ -331,19 +333,6 @@ impl Starter {
                 .into()),
         }
     }
-}
-
-/// The highest progress the running activities heartbeat (transcodes heartbeat a
-/// [`TranscodeCheckpoint`]).
-fn live_progress(description: &WorkflowExecutionDescription) -> Option<f64> {
-    description
-        .raw()
-        .pending_activities
-        .iter()
-        .filter_map(|activity| activity.heartbeat_details.as_ref()?.payloads.first())
-        .filter_map(|payload| serde_json::from_slice::<TranscodeCheckpoint>(&payload.data).ok())
-        .map(|checkpoint| checkpoint.progress)
-        .reduce(f64::max)
 }
 
 /// Refuses keys that cannot name an uploaded source.

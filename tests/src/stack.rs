@@ -141,6 +141,7 @@ impl TestEnv {
             },
             heartbeat_timeout: Duration::from_secs(5),
             retry_window: Duration::from_secs(10 * 60),
+            ..ProcessingSettings::default()
         };
         adjust(&mut settings);
         let storage = endpoints.storage().await;
@@ -173,6 +174,8 @@ impl TestEnv {
                     secs(self.settings.heartbeat_timeout),
                 ),
                 ("PULSE_RETRY_WINDOW_SECS", secs(self.settings.retry_window)),
+                ("PULSE_CHUNK_SECS", self.settings.chunk_secs.to_string()),
+                ("PULSE_FAST_START", self.settings.fast_start.to_string()),
                 ("PULSE_WORK_DIR", self.work_dir.path().display().to_string()),
             ]
             .map(|(name, value)| (name.to_owned(), value)),
@@ -220,7 +223,7 @@ impl TestEnv {
 /// One started activity attempt, from workflow history.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ActivityRun {
-    /// Activity type, e.g. `transcode_variant`.
+    /// Activity type, e.g. `transcode`.
     pub activity_type: String,
     /// Its summary, e.g. `transcode 720p`.
     pub summary: Option<String>,
@@ -284,8 +287,12 @@ use temporalio_common::protos::temporal::api::history::v1::{
 };
 
 impl TestEnv {
-    /// The checkpoint the running transcode of `asset` heartbeats, if one runs.
-    pub async fn running_checkpoint(&self, asset: &AssetId) -> Option<TranscodeCheckpoint> {
+    /// The checkpoint the running transcode of `variant` of `asset` heartbeats, if one runs.
+    pub async fn running_checkpoint(
+        &self,
+        asset: &AssetId,
+        variant: &str,
+    ) -> Option<TranscodeCheckpoint> {
         let description = self
             .starter
             .client()
@@ -293,21 +300,13 @@ impl TestEnv {
             .describe(WorkflowDescribeOptions::default())
             .await
             .ok()?;
-        description
-            .raw()
-            .pending_activities
-            .iter()
-            .filter(|a| {
-                a.activity_type
-                    .as_ref()
-                    .is_some_and(|t| t.name == "transcode_variant")
-            })
-            .filter_map(|a| a.heartbeat_details.as_ref()?.payloads.first())
-            .find_map(|payload| serde_json::from_slice(&payload.data).ok())
+        running_checkpoints(&description)
+            .into_iter()
+            .find(|checkpoint| checkpoint.segments.contains_key(variant))
     }
 
     /// Waits until `variant` of `asset` is being transcoded and has uploaded at least
-    /// `segments` segments; returns its checkpoint.
+    /// `segments` segments; returns the checkpoint of its transcode.
     pub async fn wait_for_segments(
         &self,
         asset: &AssetId,
@@ -317,13 +316,8 @@ impl TestEnv {
         let deadline = tokio::time::Instant::now() + ASSET_TIMEOUT;
         loop {
             let state = self.starter.status(asset).await.expect("reading the state");
-            let running = state
-                .variants
-                .iter()
-                .any(|v| v.name == variant && v.status == pulse_workflows::VariantStatus::Running);
-            if running
-                && let Some(checkpoint) = self.running_checkpoint(asset).await
-                && checkpoint.segments.len() >= segments
+            if let Some(checkpoint) = self.running_checkpoint(asset, variant).await
+                && checkpoint.segments[variant].len() >= segments
             {
                 return checkpoint;
             }
@@ -356,15 +350,15 @@ impl TestEnv {
         panic!("the run of {asset} did not close");
     }
 
-    /// The renditions the asset's transcodes returned, in order.
-    pub async fn renditions(&self, asset: &AssetId) -> Vec<Rendition> {
+    /// What the asset's transcodes returned, in order of completion.
+    pub async fn transcode_outputs(&self, asset: &AssetId) -> Vec<TranscodeOutput> {
         self.history(asset)
             .await
             .iter()
             .filter_map(|event| match &event.attributes {
                 Some(Attributes::ActivityTaskCompletedEventAttributes(done)) => {
                     let payload = done.result.as_ref()?.payloads.first()?;
-                    serde_json::from_slice::<Rendition>(&payload.data).ok()
+                    serde_json::from_slice::<TranscodeOutput>(&payload.data).ok()
                 }
                 _ => None,
             })
@@ -388,6 +382,6 @@ pub fn ffmpeg_processes_of(asset: &AssetId) -> Vec<u32> {
         .collect()
 }
 
-use pulse_activities::transcode::TranscodeCheckpoint;
-use pulse_workflows::media::Rendition;
+use pulse_activities::reporter::running_checkpoints;
+use pulse_workflows::{media::TranscodeOutput, progress::TranscodeCheckpoint};
 use temporalio_client::{WorkflowDescribeOptions, WorkflowExecutionStatus};

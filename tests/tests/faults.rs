@@ -22,17 +22,22 @@ use std::{
 /// The variants of a 640x360 source, with their sizes.
 const LADDER_360P: [(&str, u64, u64); 2] = [("240p", 426, 240), ("360p", 640, 360)];
 
-/// Transcodes of `variant` the asset's history shows, with the attempt each ended on.
+/// Transcodes making `variant` (alone or with others) the asset's history shows, with the
+/// attempt each ended on.
 async fn transcode_attempts(
     env: &TestEnv,
     asset: &pulse_workflows::AssetId,
     variant: &str,
 ) -> Vec<i32> {
-    let summary = format!("transcode {variant}");
     env.activity_runs(asset)
         .await
         .into_iter()
-        .filter(|run| run.summary.as_deref() == Some(summary.as_str()))
+        .filter(|run| {
+            run.summary
+                .as_deref()
+                .and_then(|summary| summary.strip_prefix("transcode "))
+                .is_some_and(|variants| variants.split(", ").any(|name| name == variant))
+        })
         .map(|run| run.attempt)
         .collect()
 }
@@ -60,7 +65,10 @@ async fn a_worker_killed_mid_variant_is_replaced_and_the_variant_resumes() {
     let key = env.starter.upload(&asset, &source).await.unwrap();
     env.starter.start(&asset, &key).await.unwrap();
 
+    // 240p, at full priority, is done long before 360p (with 480p, in real time) is half way.
     let before = env.wait_for_segments(&asset, "360p", 2).await;
+    let state = env.starter.status(&asset).await.unwrap();
+    assert_eq!(state.variants[0].status, VariantStatus::Done, "{state:?}");
     first.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
@@ -76,7 +84,7 @@ async fn a_worker_killed_mid_variant_is_replaced_and_the_variant_resumes() {
     let mut live = vec![before.progress];
     let state = loop {
         let state = env.starter.status(&asset).await.unwrap();
-        if let Some(checkpoint) = env.running_checkpoint(&asset).await {
+        if let Some(checkpoint) = env.running_checkpoint(&asset, "360p").await {
             live.push(checkpoint.progress);
         }
         if state.status.is_finished() {
@@ -100,24 +108,20 @@ async fn a_worker_killed_mid_variant_is_replaced_and_the_variant_resumes() {
         attempts.len() == 1 && attempts[0] > 1,
         "360p was retried: {attempts:?}"
     );
-    let renditions = env.renditions(&asset).await;
-    let resumed = renditions
-        .iter()
-        .find(|r| r.name == "360p")
-        .unwrap()
-        .resumed_from_segment;
+    let outputs = env.transcode_outputs(&asset).await;
+    let resumed_from = |variant: &str| {
+        outputs
+            .iter()
+            .find(|output| output.variants.iter().any(|v| v.variant == variant))
+            .unwrap()
+            .resumed_from_segment
+    };
+    let resumed = resumed_from("360p");
     assert!(
-        resumed >= 2 && resumed as usize <= before.segments.len(),
+        resumed >= 2 && resumed as usize <= before.segments["360p"].len(),
         "resumed from segment {resumed}"
     );
-    assert_eq!(
-        renditions
-            .iter()
-            .find(|r| r.name == "240p")
-            .unwrap()
-            .resumed_from_segment,
-        0
-    );
+    assert_eq!(resumed_from("240p"), 0);
 
     check_playback(
         &env.storage,

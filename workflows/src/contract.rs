@@ -5,7 +5,10 @@
 use crate::{
     asset::AssetId,
     events::Stage,
-    media::{Rendition, SourceMedia, SourcePlan, VariantSpec},
+    media::{
+        Rendition, SegmentRange, SegmentRecord, SourceMedia, SourcePlan, TranscodeOutput,
+        VariantSpec,
+    },
     progress::ProgressSpan,
     state::AssetStatus,
 };
@@ -33,7 +36,8 @@ pub struct ThumbnailJob {
     pub media: SourceMedia,
 }
 
-/// Input of `transcode_variant`: one rung of the ladder.
+/// Input of `transcode`: some rungs of the ladder over some segments of the video, all from
+/// one decode of the source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TranscodeJob {
     /// The asset.
@@ -42,22 +46,59 @@ pub struct TranscodeJob {
     pub source_key: String,
     /// The probed source.
     pub media: SourceMedia,
-    /// The rung to produce.
-    pub variant: VariantSpec,
-    /// The part of the overall progress scale this variant covers.
+    /// The rungs to make.
+    pub variants: Vec<VariantSpec>,
+    /// The segments to make.
+    pub range: SegmentRange,
+    /// The part of the overall progress scale this transcode covers.
     pub progress: ProgressSpan,
-    /// Stage events queued before this transcode; its progress events wait until the workflow's
-    /// `events_settled` query reaches this count.
-    pub events_before: u32,
+    /// Run at idle CPU priority, so the transcode that makes the asset playable gets the
+    /// machine first and this one takes what is left.
+    pub background: bool,
+    /// Fast start: publish the (single) variant's playlist as it grows, and the master as soon
+    /// as the first segment is up, then tell the workflow with the `first_segment_published`
+    /// signal.
+    pub live: bool,
 }
 
-/// Input of `publish_master`: every finished variant.
+/// A variant whose every segment is uploaded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompletedVariant {
+    /// The rung.
+    pub spec: VariantSpec,
+    /// Every segment, in order.
+    pub segments: Vec<SegmentRecord>,
+}
+
+/// Input of `publish_master`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MasterJob {
     /// The asset.
     pub asset_id: AssetId,
-    /// The finished variants, in any order (the playlist lists them lowest first).
+    /// The probed source.
+    pub media: SourceMedia,
+    /// Variants the master lists already.
+    pub listed: Vec<Rendition>,
+    /// Variants complete since: their playlists are written, then they join the master.
+    pub completed: Vec<CompletedVariant>,
+}
+
+/// Output of `publish_master`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PublishedMaster {
+    /// Key of `master.m3u8`.
+    pub key: String,
+    /// Every variant it lists.
     pub renditions: Vec<Rendition>,
+}
+
+/// What the `report_progress` activity asks the workflow (query `progress_report`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProgressReport {
+    /// Progress of the finished transcodes.
+    pub settled: f64,
+    /// Whether progress events may go out (the stage events that come first are delivered).
+    pub events_allowed: bool,
 }
 
 /// Input of `notify`: a stage event, before it is turned into the wire [`crate::events::Event`].
@@ -136,15 +177,16 @@ impl VideoActivities {
         unimplemented!()
     }
 
-    /// Heavy. Transcodes and uploads one variant, heartbeating progress.
-    #[activity(name = "transcode_variant")]
-    pub fn transcode_variant(job: TranscodeJob) -> Result<Rendition, ActivityError> {
+    /// Heavy. Transcodes and uploads some rungs over some segments, heartbeating a checkpoint.
+    #[activity(name = "transcode")]
+    pub fn transcode(job: TranscodeJob) -> Result<TranscodeOutput, ActivityError> {
         unimplemented!()
     }
 
-    /// Light. Rewrites `master.m3u8` (no-cache) to list the given variants; returns its key.
+    /// Light. Writes the playlists of completed variants, then rewrites `master.m3u8`
+    /// (no-cache) to list every finished variant.
     #[activity(name = "publish_master")]
-    pub fn publish_master(job: MasterJob) -> Result<String, ActivityError> {
+    pub fn publish_master(job: MasterJob) -> Result<PublishedMaster, ActivityError> {
         unimplemented!()
     }
 
@@ -159,9 +201,16 @@ impl VideoActivities {
     pub fn notify(notification: Notification) -> Result<(), ActivityError> {
         unimplemented!()
     }
+
+    /// Light. Sends progress events while the transcodes run, from their heartbeats, until
+    /// cancelled.
+    #[activity(name = "report_progress")]
+    pub fn report_progress(asset_id: AssetId) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
 }
 
 /// The activity markers `#[activity(definition = ...)]` binds implementations to.
 pub use video_activities::{
-    FinalizeCacheHeaders, Notify, Probe, PublishMaster, Thumbnail, TranscodeVariant,
+    FinalizeCacheHeaders, Notify, Probe, PublishMaster, ReportProgress, Thumbnail, Transcode,
 };

@@ -78,6 +78,123 @@ pub struct Rendition {
     pub segments: u32,
     /// Total duration in seconds.
     pub duration_secs: f64,
-    /// Segment this attempt started from (0 unless a crashed attempt was resumed).
+}
+
+/// Length of a media segment, in seconds: keyframes sit on every multiple of it in every
+/// variant, so segments line up across the ladder and a transcode can start at any of them.
+pub const SEGMENT_SECS: u32 = 4;
+
+/// A finished, uploaded media segment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SegmentRecord {
+    /// Segment number: `seg_{index:03}.ts`.
+    pub index: u32,
+    /// Duration in seconds.
+    pub duration_secs: f64,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// Segments `first..end` of a video; `end` none means to the end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentRange {
+    /// First segment.
+    pub first: u32,
+    /// The segment after the last one, if not the end of the video.
+    pub end: Option<u32>,
+}
+
+impl SegmentRange {
+    /// The whole video.
+    pub fn whole() -> Self {
+        Self::default()
+    }
+
+    /// Where the range starts in the video, in seconds.
+    pub fn start_secs(&self) -> f64 {
+        f64::from(self.first * SEGMENT_SECS)
+    }
+
+    /// How long the range lasts in a video of `duration_secs`.
+    pub fn duration_secs(&self, duration_secs: f64) -> f64 {
+        let end = self.end.map_or(duration_secs, |end| {
+            f64::from(end * SEGMENT_SECS).min(duration_secs)
+        });
+        (end - self.start_secs()).max(0.0)
+    }
+
+    /// Cuts a video of `duration_secs` into ranges of about `chunk_secs` (whole segments).
+    pub fn chunks(duration_secs: f64, chunk_secs: f64) -> Vec<Self> {
+        let segments = (duration_secs / f64::from(SEGMENT_SECS)).ceil().max(1.0) as u32;
+        let per_chunk = ((chunk_secs / f64::from(SEGMENT_SECS)).round() as u32).max(1);
+        let mut ranges = Vec::new();
+        let mut first = 0;
+        while first < segments {
+            let end = first.saturating_add(per_chunk);
+            ranges.push(Self {
+                first,
+                end: (end < segments).then_some(end),
+            });
+            first = end;
+        }
+        ranges
+    }
+}
+
+/// The segments a transcode made of one variant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VariantSegments {
+    /// Variant name.
+    pub variant: String,
+    /// Its segments in the transcoded range, in order.
+    pub segments: Vec<SegmentRecord>,
+}
+
+/// What a transcode made.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TranscodeOutput {
+    /// The segments of each variant.
+    pub variants: Vec<VariantSegments>,
+    /// The segment this attempt started from: the range's first unless it resumed the work of
+    /// a crashed attempt.
     pub resumed_from_segment: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_the_video_in_whole_segments() {
+        assert_eq!(
+            SegmentRange::chunks(30.0, 120.0),
+            vec![SegmentRange::whole()]
+        );
+        let chunks = SegmentRange::chunks(30.0, 8.0);
+        assert_eq!(
+            chunks,
+            vec![
+                SegmentRange {
+                    first: 0,
+                    end: Some(2)
+                },
+                SegmentRange {
+                    first: 2,
+                    end: Some(4)
+                },
+                SegmentRange {
+                    first: 4,
+                    end: Some(6)
+                },
+                SegmentRange {
+                    first: 6,
+                    end: None
+                },
+            ]
+        );
+        assert_eq!(chunks[1].start_secs(), 8.0);
+        assert_eq!(chunks[1].duration_secs(30.0), 8.0);
+        assert_eq!(chunks[3].duration_secs(30.0), 6.0);
+        assert_eq!(SegmentRange::chunks(0.5, 8.0), vec![SegmentRange::whole()]);
+    }
 }

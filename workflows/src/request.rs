@@ -38,10 +38,22 @@ pub struct ProcessingSettings {
     /// How long a partial or failed asset waits for an operator's retry before its run ends.
     #[serde(default = "default_retry_window")]
     pub retry_window: Duration,
+    /// Length of the pieces the higher variants are cut into, in seconds of video: the pieces of
+    /// a long video are transcoded in parallel by as many workers as there are.
+    #[serde(default = "default_chunk_secs")]
+    pub chunk_secs: f64,
+    /// Fast start: the first variant plays while it is still being written (its playlist grows
+    /// segment by segment), a second or two after the start whatever the video's length.
+    #[serde(default)]
+    pub fast_start: bool,
 }
 
 fn default_retry_window() -> Duration {
     Duration::from_secs(7 * 24 * 60 * 60)
+}
+
+fn default_chunk_secs() -> f64 {
+    120.0
 }
 
 impl Default for ProcessingSettings {
@@ -52,6 +64,8 @@ impl Default for ProcessingSettings {
             retry: RetrySettings::default(),
             heartbeat_timeout: Duration::from_secs(20),
             retry_window: default_retry_window(),
+            chunk_secs: default_chunk_secs(),
+            fast_start: false,
         }
     }
 }

@@ -1,28 +1,36 @@
 //! `VideoWorkflow`: one run per asset, from uploaded source to a cached HLS ladder.
 //!
-//! It reads like the seed's orchestrator: probe, thumbnail, then one transcode per variant,
-//! smallest first, republishing the master playlist after each so the asset plays as soon as the
-//! first variant is out. What finished, what failed and why are workflow state, answered by the
-//! `status` query; a crashed worker's replacement replays that state instead of reading flags,
-//! so a finished variant is never made twice.
+//! It reads like the seed's orchestrator: probe, thumbnail, transcode smallest first, publish a
+//! master playlist that grows as variants finish, cache it for good at the end. What finished,
+//! what failed and why are workflow state, answered by the `status` query; a crashed worker's
+//! replacement replays that state instead of reading flags, so a finished variant is never made
+//! twice.
+//!
+//! Speed without losing progressive playback: the smallest variant is transcoded on its own at
+//! normal CPU priority, so the asset plays as soon as plain ffmpeg could make that variant, while
+//! every other variant is made at idle priority by one decode of the source, in pieces of
+//! [`crate::ProcessingSettings::chunk_secs`] that many workers can share. With fast start the
+//! smallest variant plays while it is still being written.
 //!
 //! An asset that ends `partial` (or `failed` after some variants failed) waits for an operator's
 //! `retry` update for [`crate::ProcessingSettings::retry_window`]: a retry re-runs only what
 //! failed and promotes the asset to `done` when it all succeeds. Cancelling the workflow stops
-//! the running transcode (ffmpeg is killed, temp files removed) and ends the asset with an error
-//! that says it was cancelled.
+//! the running transcodes (ffmpeg is killed, temp files removed) and ends the asset with an
+//! error that says it was cancelled.
 //!
 //! Stage events go through an outbox delivered alongside the pipeline, one at a time and in
 //! order, each retried until delivered: a slow or failing receiver delays events, never the video.
+//! Progress events come from the `report_progress` activity, which reads the transcodes'
+//! heartbeats: progress never enters history.
 
 use crate::{
     contract::{
-        BadInputKind, MasterJob, Notification, ProbeJob, ThumbnailJob, TranscodeJob,
-        VideoActivities,
+        BadInputKind, CompletedVariant, MasterJob, Notification, ProbeJob, ProgressReport,
+        ThumbnailJob, TranscodeJob, VideoActivities,
     },
     events::Stage,
-    media::{Rendition, SourcePlan, VariantSpec},
-    progress::{self, ProgressSpan, ladder_spans},
+    media::{Rendition, SegmentRange, SourcePlan, TranscodeOutput, VariantSegments, VariantSpec},
+    progress::{self, ProgressSpan},
     request::VideoRequest,
     search,
     state::{AssetState, AssetStatus, VariantState, VariantStatus},
@@ -38,7 +46,7 @@ use temporalio_sdk::{
     ActivityCancellationType, ActivityExecutionError, ActivityOptions, SyncWorkflowContext,
     WaitConditionOptions, WorkflowCancellationToken, WorkflowContext, WorkflowContextView,
     WorkflowResult, WorkflowTermination,
-    workflows::{join, select},
+    workflows::{join, join_all, select},
 };
 
 /// How long one probe or thumbnail attempt may take.
@@ -59,12 +67,18 @@ pub struct VideoWorkflow {
     state: AssetState,
     /// Every finished variant, as the master playlist lists them.
     renditions: Vec<Rendition>,
+    /// Whether a `publish_master` runs: publications go one at a time, so none overwrites a
+    /// newer master with an older list.
+    publishing: bool,
     /// Stage events waiting for delivery, oldest first.
     outbox: VecDeque<Notification>,
-    /// Stage events queued so far.
-    events_queued: u32,
-    /// Stage events delivered (or given up on) so far.
-    events_settled: u32,
+    /// Whether progress events may go out: the thumbnail event is delivered (or there is none).
+    progress_events_allowed: bool,
+    /// Whether the thumbnail is made or failed for good: the `playable` event waits for it, so
+    /// the frontend always hears `thumbnail_ready` first although both are made at once.
+    thumbnail_settled: bool,
+    /// The `playable` event, while it waits for the thumbnail.
+    held_playable: Option<Notification>,
     /// Whether the run is ending: no more events will be queued.
     closing: bool,
     /// Whether the asset is waiting for an operator's retry.
@@ -77,6 +91,17 @@ pub struct VideoWorkflow {
     source: Option<String>,
     /// The status and finished variant count last written to the search attributes.
     searchable: Option<(AssetStatus, i64)>,
+}
+
+impl VideoWorkflow {
+    /// Queues the `playable` event, or holds it until the thumbnail is settled.
+    fn announce_playable(&mut self, playable: Notification) {
+        if self.thumbnail_settled {
+            self.outbox.push_back(playable);
+        } else {
+            self.held_playable = Some(playable);
+        }
+    }
 }
 
 /// How a run ends.
@@ -113,12 +138,34 @@ impl VideoWorkflow {
         self.state.clone()
     }
 
-    /// How many stage events are delivered (or given up on). A transcode sends its progress
-    /// events only once the stage events queued before it are out, so the frontend sees every
-    /// event in order.
+    /// What `report_progress` needs: the settled progress, and whether progress events may go
+    /// out yet (they never overtake the `processing` and `thumbnail_ready` events).
     #[query]
-    pub fn events_settled(&self, _ctx: &WorkflowContextView) -> u32 {
-        self.events_settled
+    pub fn progress_report(&self, _ctx: &WorkflowContextView) -> ProgressReport {
+        ProgressReport {
+            settled: self.state.progress,
+            events_allowed: self.progress_events_allowed,
+        }
+    }
+
+    /// Fast start: the first variant's playlist and the master are up while the variant is
+    /// still being written. Sent by the transcode, which wrote the master at `master_key`.
+    #[signal]
+    pub fn first_segment_published(
+        &mut self,
+        ctx: &mut SyncWorkflowContext<Self>,
+        master_key: String,
+    ) {
+        if self.state.status != AssetStatus::Processing {
+            return;
+        }
+        self.state.status = AssetStatus::Playable;
+        self.state.master_key = Some(master_key.clone());
+        let at = unix_ms(ctx.workflow_time());
+        self.announce_playable(Notification {
+            object_key: Some(master_key),
+            ..notification(&self.state.asset_id, Stage::Playable, at)
+        });
     }
 
     #[update_validator(retry)]
@@ -156,6 +203,14 @@ impl VideoWorkflow {
 struct Pipeline {
     ctx: WorkflowContext<VideoWorkflow>,
     request: VideoRequest,
+}
+
+/// A transcode to run: variants, the segments to make of them, and its place on the progress
+/// scale.
+struct Job {
+    variants: Vec<VariantSpec>,
+    range: SegmentRange,
+    span: ProgressSpan,
 }
 
 impl Pipeline {
@@ -218,78 +273,219 @@ impl Pipeline {
         }
     }
 
-    /// Makes what is missing: the thumbnail, then every variant not done yet, smallest first.
-    /// Returns what went wrong.
+    /// Makes what is missing: the thumbnail and every variant not done yet, while the progress
+    /// reporter runs beside them. Returns what went wrong.
     async fn produce(&self, plan: &SourcePlan) -> Vec<String> {
-        let mut problems = Vec::new();
-        if self
-            .ctx
-            .state(|workflow| workflow.state.thumbnail_key.is_none())
-        {
-            match self.thumbnail(plan).await {
-                Ok(key) => {
-                    self.update(|state| state.thumbnail_key = Some(key.clone()));
-                    self.notify(Stage::ThumbnailReady, Some(key));
-                }
-                Err(error) => problems.push(format!("the thumbnail failed: {}", reason(&error))),
-            }
-        }
-        for (variant, span) in plan.variants.iter().zip(ladder_spans(&plan.variants)) {
-            let pending = self.ctx.state(|workflow| {
-                workflow
-                    .state
-                    .variants
-                    .iter()
-                    .any(|v| v.name == variant.name && v.status != VariantStatus::Done)
-            });
-            if !pending || self.cancelled() {
-                continue;
-            }
-            self.update(|state| state.set_variant(&variant.name, VariantStatus::Running));
-            if let Err(error) = self.transcode_and_publish(plan, variant, span).await {
-                self.update(|state| state.set_variant(&variant.name, VariantStatus::Failed));
-                if refuses_source(&error) {
-                    // The source itself is at fault: every other variant would fail the same way.
-                    self.ctx.state_mut(|workflow| {
-                        workflow.source_refused = true;
-                        for pending in &mut workflow.state.variants {
-                            if pending.status == VariantStatus::Pending {
-                                pending.status = VariantStatus::Failed;
-                            }
-                        }
-                    });
-                    self.reflect();
-                    problems.push(reason(&error));
-                    break;
-                }
-                problems.push(format!(
-                    "variant {} failed: {}",
-                    variant.name,
-                    reason(&error)
-                ));
-            }
-            self.update(|state| state.progress = state.progress.max(span.end));
-        }
+        let (first, rest) = self.jobs(plan);
+        let reporter_stop = self.ctx.cancellation_token().child_token();
+        let work = async {
+            let (mut problems, first, rest) = join!(
+                self.thumbnail_if_missing(plan),
+                self.run_first(plan, first),
+                self.run_rest(plan, rest)
+            );
+            problems.extend(first.into_iter().chain(rest));
+            reporter_stop.cancel();
+            problems
+        };
+        let (problems, _stopped) = join!(work, self.report_progress(reporter_stop.clone()));
         problems
     }
 
-    /// Transcodes one variant, then republishes the master with every finished variant.
-    async fn transcode_and_publish(
+    /// Splits what is missing into transcodes. While nothing plays, the smallest missing
+    /// variant goes first on its own; the others share one decode, cut into pieces. Their
+    /// progress spans share what is left of the scale by cost.
+    fn jobs(&self, plan: &SourcePlan) -> (Option<Job>, Vec<Job>) {
+        let (missing, playable, settled) = self.ctx.state(|workflow| {
+            let missing: Vec<VariantSpec> = plan
+                .variants
+                .iter()
+                .filter(|variant| {
+                    workflow
+                        .state
+                        .variants
+                        .iter()
+                        .any(|v| v.name == variant.name && v.status != VariantStatus::Done)
+                })
+                .cloned()
+                .collect();
+            let playable = workflow
+                .state
+                .variants_in(VariantStatus::Done)
+                .next()
+                .is_some();
+            (missing, playable, workflow.state.progress)
+        });
+        let duration = plan.media.duration_secs;
+        let (first, rest) = match missing.split_first() {
+            Some((smallest, others)) if !playable => {
+                (Some(vec![smallest.clone()]), others.to_vec())
+            }
+            _ => (None, missing),
+        };
+        let chunks = if rest.is_empty() {
+            Vec::new()
+        } else {
+            SegmentRange::chunks(duration, self.request.settings.chunk_secs)
+        };
+        let mut costs: Vec<f64> = first
+            .iter()
+            .map(|variants| progress::cost(variants, duration))
+            .collect();
+        costs.extend(
+            chunks
+                .iter()
+                .map(|range| progress::cost(&rest, range.duration_secs(duration))),
+        );
+        let mut spans = progress::spans(&costs)
+            .into_iter()
+            .map(|span| ProgressSpan {
+                start: settled
+                    + (progress::BEFORE_DONE - settled) * span.start / progress::BEFORE_DONE,
+                end: settled + (progress::BEFORE_DONE - settled) * span.end / progress::BEFORE_DONE,
+            });
+        let first = first.map(|variants| Job {
+            variants,
+            range: SegmentRange::whole(),
+            span: spans.next().expect("a span per job"),
+        });
+        let rest = chunks
+            .into_iter()
+            .zip(spans)
+            .map(|(range, span)| Job {
+                variants: rest.clone(),
+                range,
+                span,
+            })
+            .collect();
+        (first, rest)
+    }
+
+    async fn thumbnail_if_missing(&self, plan: &SourcePlan) -> Vec<String> {
+        if self
+            .ctx
+            .state(|workflow| workflow.state.thumbnail_key.is_some())
+        {
+            self.ctx
+                .state_mut(|workflow| workflow.progress_events_allowed = true);
+            self.settle_thumbnail();
+            return Vec::new();
+        }
+        let problems = match self.thumbnail(plan).await {
+            Ok(key) => {
+                self.update(|state| state.thumbnail_key = Some(key.clone()));
+                self.notify(Stage::ThumbnailReady, Some(key));
+                Vec::new()
+            }
+            Err(error) => {
+                self.ctx
+                    .state_mut(|workflow| workflow.progress_events_allowed = true);
+                vec![format!("the thumbnail failed: {}", reason(&error))]
+            }
+        };
+        self.settle_thumbnail();
+        problems
+    }
+
+    /// Records that the thumbnail is settled and releases a `playable` event that waited for it.
+    fn settle_thumbnail(&self) {
+        self.ctx.state_mut(|workflow| {
+            workflow.thumbnail_settled = true;
+            if let Some(playable) = workflow.held_playable.take() {
+                workflow.outbox.push_back(playable);
+            }
+        });
+    }
+
+    /// Makes the smallest variant at full priority: the asset plays once it is published.
+    async fn run_first(&self, plan: &SourcePlan, job: Option<Job>) -> Option<String> {
+        let job = job?;
+        self.set_variants(&job.variants, VariantStatus::Running);
+        let live = self.request.settings.fast_start;
+        let result = self.transcode(plan, &job, false, live).await;
+        self.settle(job.span);
+        match result {
+            Ok(output) => self.complete(plan, &job.variants, output.variants).await,
+            Err(error) => Some(self.fail(&job.variants, &error)),
+        }
+    }
+
+    /// Makes the other variants, one decode for all of them, piece by piece: at idle priority
+    /// while the smallest variant is still being made.
+    async fn run_rest(&self, plan: &SourcePlan, jobs: Vec<Job>) -> Option<String> {
+        let variants = jobs.first()?.variants.clone();
+        self.set_variants(&variants, VariantStatus::Running);
+        let background = self
+            .ctx
+            .state(|workflow| workflow.state.master_key.is_none());
+        let pieces = join_all(jobs.iter().map(|job| async move {
+            let result = self.transcode(plan, job, background, false).await;
+            self.settle(job.span);
+            result
+        }))
+        .await;
+        let mut segments: Vec<VariantSegments> = variants
+            .iter()
+            .map(|variant| VariantSegments {
+                variant: variant.name.clone(),
+                segments: Vec::new(),
+            })
+            .collect();
+        for piece in pieces {
+            match piece {
+                Ok(output) => append(&mut segments, output),
+                Err(error) => return Some(self.fail(&variants, &error)),
+            }
+        }
+        self.complete(plan, &variants, segments).await
+    }
+
+    /// Publishes finished variants: writes their playlists and a master listing every finished
+    /// variant. Publications go one at a time.
+    async fn complete(
         &self,
         plan: &SourcePlan,
-        variant: &VariantSpec,
-        span: ProgressSpan,
-    ) -> Result<(), ActivityExecutionError> {
-        let rendition = self.transcode(plan, variant, span).await?;
-        let mut listed = self.ctx.state(|workflow| workflow.renditions.clone());
-        listed.push(rendition);
-        let master_key = self.publish_master(&listed).await?;
-
+        variants: &[VariantSpec],
+        segments: Vec<VariantSegments>,
+    ) -> Option<String> {
+        let _ = self
+            .ctx
+            .wait_condition(|workflow| !workflow.publishing)
+            .await;
+        let listed = self.ctx.state_mut(|workflow| {
+            workflow.publishing = true;
+            workflow.renditions.clone()
+        });
+        let completed = variants
+            .iter()
+            .map(|spec| CompletedVariant {
+                spec: spec.clone(),
+                segments: segments
+                    .iter()
+                    .find(|s| s.variant == spec.name)
+                    .map(|s| s.segments.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let job = MasterJob {
+            asset_id: self.request.asset_id.clone(),
+            media: plan.media.clone(),
+            listed,
+            completed,
+        };
+        let published = self.publish_master(job).await;
+        self.ctx.state_mut(|workflow| workflow.publishing = false);
+        let published = match published {
+            Ok(published) => published,
+            Err(error) => return Some(self.fail(variants, &error)),
+        };
         let first_playable = self.ctx.state_mut(|workflow| {
-            workflow.renditions = listed;
+            workflow.renditions = published.renditions;
             let state = &mut workflow.state;
-            state.set_variant(&variant.name, VariantStatus::Done);
-            state.master_key = Some(master_key.clone());
+            for variant in variants {
+                state.set_variant(&variant.name, VariantStatus::Done);
+            }
+            state.master_key = Some(published.key.clone());
             let first = state.status == AssetStatus::Processing;
             if first {
                 state.status = AssetStatus::Playable;
@@ -298,9 +494,50 @@ impl Pipeline {
         });
         self.reflect();
         if first_playable {
-            self.notify(Stage::Playable, Some(master_key));
+            let playable = self.notification(Stage::Playable, Some(published.key));
+            self.ctx
+                .state_mut(|workflow| workflow.announce_playable(playable));
         }
-        Ok(())
+        None
+    }
+
+    /// Marks `variants` failed because of `error`; returns the problem. When the source itself
+    /// is at fault, every variant still pending is failed too: they would fail the same way.
+    fn fail(&self, variants: &[VariantSpec], error: &ActivityExecutionError) -> String {
+        let refused = refuses_source(error);
+        self.ctx.state_mut(|workflow| {
+            workflow.source_refused |= refused;
+            for variant in &mut workflow.state.variants {
+                let failed_here = variants.iter().any(|v| v.name == variant.name);
+                if failed_here || (refused && variant.status == VariantStatus::Pending) {
+                    variant.status = VariantStatus::Failed;
+                }
+            }
+        });
+        self.reflect();
+        if refused {
+            return reason(error);
+        }
+        let names: Vec<&str> = variants.iter().map(|v| v.name.as_str()).collect();
+        match names.as_slice() {
+            [one] => format!("variant {one} failed: {}", reason(error)),
+            many => format!("variants {} failed: {}", many.join(", "), reason(error)),
+        }
+    }
+
+    fn set_variants(&self, variants: &[VariantSpec], status: VariantStatus) {
+        self.update(|state| {
+            for variant in variants {
+                state.set_variant(&variant.name, status);
+            }
+        });
+    }
+
+    /// Adds a finished transcode's span to the settled progress.
+    fn settle(&self, span: ProgressSpan) {
+        self.update(|state| {
+            state.progress = (state.progress + span.width()).min(progress::BEFORE_DONE);
+        });
     }
 
     /// Settles the asset: `done` when nothing went wrong (its master is then cached for good),
@@ -438,38 +675,45 @@ impl Pipeline {
     async fn transcode(
         &self,
         plan: &SourcePlan,
-        variant: &VariantSpec,
-        progress: ProgressSpan,
-    ) -> Result<Rendition, ActivityExecutionError> {
-        let job = TranscodeJob {
+        job: &Job,
+        background: bool,
+        live: bool,
+    ) -> Result<TranscodeOutput, ActivityExecutionError> {
+        let names: Vec<&str> = job.variants.iter().map(|v| v.name.as_str()).collect();
+        let mut summary = format!("transcode {}", names.join(", "));
+        if job.range != SegmentRange::whole() {
+            summary.push_str(&format!(" from {} s", job.range.start_secs()));
+        }
+        let input = TranscodeJob {
             asset_id: self.request.asset_id.clone(),
             source_key: self.request.source_key.clone(),
             media: plan.media.clone(),
-            variant: variant.clone(),
-            progress,
-            events_before: self.ctx.state(|workflow| workflow.events_queued),
+            variants: job.variants.clone(),
+            range: job.range,
+            progress: job.span,
+            background,
+            live,
         };
-        let mut options = self
-            .heavy(TRANSCODE_TIMEOUT)
-            .summarised(&format!("transcode {}", variant.name));
+        let mut options = self.heavy(TRANSCODE_TIMEOUT).summarised(&summary);
         options.heartbeat_timeout = Some(self.request.settings.heartbeat_timeout);
         // A cancelled run ends only once ffmpeg is stopped and the temp files are gone.
         options.cancellation_type = ActivityCancellationType::WaitCancellationCompleted;
         self.ctx
-            .execute_activity(VideoActivities::transcode_variant, job, options)
+            .execute_activity(VideoActivities::transcode, input, options)
             .await
     }
 
     async fn publish_master(
         &self,
-        renditions: &[Rendition],
-    ) -> Result<String, ActivityExecutionError> {
-        let names: Vec<&str> = renditions.iter().map(|r| r.name.as_str()).collect();
+        job: MasterJob,
+    ) -> Result<crate::contract::PublishedMaster, ActivityExecutionError> {
+        let names: Vec<&str> = job
+            .listed
+            .iter()
+            .map(|r| r.name.as_str())
+            .chain(job.completed.iter().map(|c| c.spec.name.as_str()))
+            .collect();
         let summary = format!("publish the master with {}", names.join(", "));
-        let job = MasterJob {
-            asset_id: self.request.asset_id.clone(),
-            renditions: renditions.to_vec(),
-        };
         self.ctx
             .execute_activity(
                 VideoActivities::publish_master,
@@ -490,6 +734,25 @@ impl Pipeline {
             .await
     }
 
+    /// Runs the progress reporter until `stop` is cancelled (the transcodes are over).
+    async fn report_progress(&self, stop: WorkflowCancellationToken) {
+        let mut options = ActivityOptions::start_to_close_timeout(TRANSCODE_TIMEOUT)
+            .summarised("report progress");
+        options.task_queue = Some(self.request.settings.light_queue.clone());
+        options.heartbeat_timeout = Some(self.request.settings.heartbeat_timeout);
+        options.cancellation_token = Some(stop);
+        // No progress event may follow the terminal event: wait until the reporter has stopped.
+        options.cancellation_type = ActivityCancellationType::WaitCancellationCompleted;
+        let _stopped = self
+            .ctx
+            .execute_activity(
+                VideoActivities::report_progress,
+                self.request.asset_id.clone(),
+                options,
+            )
+            .await;
+    }
+
     /// Queues a stage event pointing at `object_key`.
     fn notify(&self, stage: Stage, object_key: Option<String>) {
         self.queue_event(Notification {
@@ -499,10 +762,8 @@ impl Pipeline {
     }
 
     fn queue_event(&self, notification: Notification) {
-        self.ctx.state_mut(|workflow| {
-            workflow.outbox.push_back(notification);
-            workflow.events_queued += 1;
-        });
+        self.ctx
+            .state_mut(|workflow| workflow.outbox.push_back(notification));
     }
 
     /// Delivers queued stage events one at a time, in order, until the run ends and the outbox
@@ -525,11 +786,9 @@ impl Pipeline {
             let (Ok(()), Some(notification)) = (ready, next) else {
                 return;
             };
+            let stage = notification.stage;
             let mut options = ActivityOptions::schedule_to_close_timeout(NOTIFY_DEADLINE)
-                .summarised(&format!(
-                    "send the {} event",
-                    stage_name(notification.stage)
-                ));
+                .summarised(&format!("send the {} event", stage_name(stage)));
             options.task_queue = Some(self.request.settings.light_queue.clone());
             options.cancellation_token = Some(uncancellable.clone());
             options.retry_policy = Some(
@@ -542,24 +801,21 @@ impl Pipeline {
                 .ctx
                 .execute_activity(VideoActivities::notify, notification, options)
                 .await;
-            self.ctx.state_mut(|workflow| workflow.events_settled += 1);
+            if stage == Stage::ThumbnailReady {
+                self.ctx
+                    .state_mut(|workflow| workflow.progress_events_allowed = true);
+            }
         }
     }
 
     fn notification(&self, stage: Stage, object_key: Option<String>) -> Notification {
-        let at_unix_ms = self
-            .ctx
-            .workflow_time()
-            .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |since| since.as_millis() as u64);
         Notification {
-            asset_id: self.request.asset_id.clone(),
-            stage,
             object_key,
-            progress: None,
-            status: None,
-            error: None,
-            at_unix_ms,
+            ..notification(
+                &self.request.asset_id.to_string(),
+                stage,
+                unix_ms(self.ctx.workflow_time()),
+            )
         }
     }
 
@@ -622,13 +878,42 @@ impl Pipeline {
     }
 }
 
-/// What the Temporal UI shows as the run's current details: stage, variant and percent, then
+/// Appends a piece's segments to those of its variants.
+fn append(all: &mut [VariantSegments], piece: TranscodeOutput) {
+    for made in piece.variants {
+        if let Some(variant) = all.iter_mut().find(|v| v.variant == made.variant) {
+            variant.segments.extend(made.segments);
+        }
+    }
+}
+
+/// A stage event of `asset_id` at `at_unix_ms`, pointing at nothing yet.
+fn notification(asset_id: &str, stage: Stage, at_unix_ms: u64) -> Notification {
+    Notification {
+        asset_id: crate::AssetId::parse(asset_id).expect("workflow asset ids are valid"),
+        stage,
+        object_key: None,
+        progress: None,
+        status: None,
+        error: None,
+        at_unix_ms,
+    }
+}
+
+/// Workflow time in milliseconds since the Unix epoch.
+fn unix_ms(time: Option<std::time::SystemTime>) -> u64 {
+    time.and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+/// What the Temporal UI shows as the run's current details: stage, variants and percent, then
 /// what the source is.
 fn current_details(state: &AssetState, source: Option<&str>) -> String {
     let done = state.variants_in(VariantStatus::Done).count();
     let mut stage = format!("**{}**", state.status.as_str());
-    if let Some(running) = state.variants_in(VariantStatus::Running).next() {
-        stage.push_str(&format!(" · transcoding {running}"));
+    let running: Vec<&str> = state.variants_in(VariantStatus::Running).collect();
+    if !running.is_empty() {
+        stage.push_str(&format!(" · transcoding {}", running.join(", ")));
     }
     if !state.variants.is_empty() {
         stage.push_str(&format!(" · {done}/{} variants", state.variants.len()));
@@ -717,5 +1002,28 @@ mod tests {
             error_sentence(AssetStatus::Failed, &["the source is empty".to_owned()]),
             "Processing failed: the source is empty."
         );
+    }
+
+    #[test]
+    fn pieces_append_in_order() {
+        let piece = |index: u32| TranscodeOutput {
+            variants: vec![VariantSegments {
+                variant: "360p".into(),
+                segments: vec![crate::media::SegmentRecord {
+                    index,
+                    duration_secs: 4.0,
+                    bytes: 1,
+                }],
+            }],
+            resumed_from_segment: index,
+        };
+        let mut all = vec![VariantSegments {
+            variant: "360p".into(),
+            segments: Vec::new(),
+        }];
+        append(&mut all, piece(0));
+        append(&mut all, piece(1));
+        let indices: Vec<u32> = all[0].segments.iter().map(|s| s.index).collect();
+        assert_eq!(indices, [0, 1]);
     }
 }

@@ -36,6 +36,7 @@ const STDERR_TAIL_LINES: usize = 12;
 pub struct SourceInput {
     url: String,
     seek_secs: Option<f64>,
+    limit_secs: Option<f64>,
     realtime: bool,
 }
 
@@ -45,8 +46,15 @@ impl SourceInput {
         Self {
             url: url.into(),
             seek_secs: None,
+            limit_secs: None,
             realtime: false,
         }
+    }
+
+    /// Reads no more than `secs` of the source (from where it starts).
+    pub fn limit(mut self, secs: f64) -> Self {
+        self.limit_secs = Some(secs);
+        self
     }
 
     /// Reads no faster than real time (`-re`) when `realtime`.
@@ -99,6 +107,8 @@ pub struct FfmpegCommand {
     args: Vec<String>,
     /// The input URL, kept out of error messages.
     source_url: Option<String>,
+    /// Whether to run at idle CPU priority.
+    background: bool,
 }
 
 impl Default for FfmpegCommand {
@@ -122,7 +132,15 @@ impl FfmpegCommand {
             .map(str::to_owned)
             .to_vec(),
             source_url: None,
+            background: false,
         }
+    }
+
+    /// Runs ffmpeg at idle CPU priority when `background`: it only gets the CPU other work
+    /// leaves, so a transcode that makes an asset playable is never slowed by one that is not.
+    pub fn background(mut self, background: bool) -> Self {
+        self.background = background;
+        self
     }
 
     /// Sends machine-readable progress (`key=value` blocks) to a TCP listener at `addr`.
@@ -143,6 +161,9 @@ impl FfmpegCommand {
         }
         if let Some(secs) = input.seek_secs {
             args.extend(["-ss".to_owned(), format!("{secs:.6}")]);
+        }
+        if let Some(secs) = input.limit_secs {
+            args.extend(["-t".to_owned(), format!("{secs:.6}")]);
         }
         args.extend(["-i".to_owned(), input.url.clone()]);
         Self {
@@ -173,7 +194,12 @@ impl FfmpegCommand {
 
     /// Starts ffmpeg; it is killed if the returned process is dropped.
     pub fn spawn(&self) -> Result<RunningTool, ToolError> {
-        RunningTool::spawn(Tool::Ffmpeg, &self.args, self.source_url.as_deref())
+        RunningTool::spawn(
+            Tool::Ffmpeg,
+            &self.args,
+            self.source_url.as_deref(),
+            self.background,
+        )
     }
 
     /// Runs ffmpeg to the end.
@@ -201,7 +227,7 @@ pub fn ffprobe_args(input: &SourceInput) -> Vec<String> {
 
 /// Runs ffprobe on `input` and returns its JSON report.
 pub async fn ffprobe(input: &SourceInput) -> Result<Vec<u8>, ToolError> {
-    RunningTool::spawn(Tool::Ffprobe, &ffprobe_args(input), Some(&input.url))?
+    RunningTool::spawn(Tool::Ffprobe, &ffprobe_args(input), Some(&input.url), false)?
         .finish()
         .await
 }
@@ -292,7 +318,12 @@ pub struct RunningTool {
 impl RunningTool {
     /// Starts `tool`; `source_url` is replaced by "the source" in what it writes to stderr,
     /// since a presigned URL is a credential and errors are shown to people.
-    fn spawn(tool: Tool, args: &[String], source_url: Option<&str>) -> Result<Self, ToolError> {
+    fn spawn(
+        tool: Tool,
+        args: &[String],
+        source_url: Option<&str>,
+        background: bool,
+    ) -> Result<Self, ToolError> {
         let mut command = Command::new(tool.program());
         command
             .args(args.iter().map(OsString::from))
@@ -302,12 +333,16 @@ impl RunningTool {
             .kill_on_drop(true);
         // A worker killed with SIGKILL cannot kill its children, so ask the kernel to: an
         // orphaned ffmpeg would keep burning CPU on a job another worker has taken over.
-        // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
-        // which is async-signal-safe.
+        // SAFETY: the closure runs in the forked child before exec and only calls prctl(2) and
+        // sched_setscheduler(2), which are async-signal-safe.
         #[cfg(target_os = "linux")]
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if background {
+                    let param = libc::sched_param { sched_priority: 0 };
+                    libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+                }
                 Ok(())
             });
         }

@@ -1,19 +1,19 @@
-//! The ffmpeg commands of the pipeline: one HLS variant, and the WebP thumbnail.
+//! The ffmpeg commands of the pipeline: a transcode (some variants over some segments, from one
+//! decode of the source), and the WebP thumbnail.
 //!
 //! Every variant plays everywhere (SPEC section 3): H.264 High 8-bit 4:2:0 at even sizes with
 //! the level announced in the master, AAC-LC stereo, constant frame rate, and keyframes forced
-//! on every segment boundary so all variants cut at the same instants and players switch cleanly.
+//! on every segment boundary so all variants cut at the same instants, players switch cleanly,
+//! and a transcode can start (or restart after a crash) at any segment.
 
 use super::{FfmpegCommand, SourceInput};
 use crate::codec::Level;
-use pulse_workflows::media::{SourceMedia, VariantSpec};
+use pulse_workflows::media::{SEGMENT_SECS, SegmentRange, SourceMedia, VariantSpec};
 use std::{net::SocketAddr, path::Path};
 
-/// Length of a media segment, in seconds.
-pub const SEGMENT_SECS: u32 = 4;
-/// Timestamp every variant's output starts from; see [`VariantRecipe::output_offset_secs`].
+/// Timestamp every output starts from; see [`TranscodeRecipe::output_offset_secs`].
 pub const TIMESTAMP_BASE_SECS: f64 = 1.0;
-/// Name of the playlist ffmpeg keeps in the work folder while it encodes.
+/// Name of the playlist ffmpeg keeps in each variant's work folder while it encodes.
 pub const WORK_PLAYLIST: &str = "index.m3u8";
 /// Longest side of the thumbnail, in pixels.
 const THUMBNAIL_SIDE: u32 = 640;
@@ -26,139 +26,183 @@ const CRF: u32 = 23;
 const HDR_TO_SDR: &str = "zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,\
 tonemap=tonemap=hable:desat=0,zscale=t=bt709:m=bt709:r=tv";
 
-/// How one variant is encoded.
-#[derive(Clone, Debug)]
-pub struct VariantRecipe<'a> {
+/// How the variants of a source are encoded: the settings Pulse and the benchmark's plain
+/// ffmpeg baselines share.
+#[derive(Clone, Copy, Debug)]
+pub struct Encoding<'a> {
     /// The probed source.
     pub media: &'a SourceMedia,
-    /// The rung.
-    pub variant: &'a VariantSpec,
-    /// x264 preset, e.g. `veryfast`.
+    /// x264 preset, e.g. `medium`.
     pub preset: &'a str,
-    /// First segment to produce (0 unless resuming after a crash).
-    pub first_segment: u32,
-    /// Test-only: read the source no faster than real time, so a test can act mid-variant.
-    pub realtime: bool,
 }
 
-impl VariantRecipe<'_> {
-    /// The H.264 level of this variant.
-    pub fn level(&self) -> Level {
+impl Encoding<'_> {
+    /// The H.264 level of `variant`.
+    pub fn level(&self, variant: &VariantSpec) -> Level {
         Level::for_stream(
-            self.variant.width,
-            self.variant.height,
+            variant.width,
+            variant.height,
             self.media.frame_rate,
-            self.variant.max_video_kbps,
+            variant.max_video_kbps,
         )
     }
 
-    /// Where in the source this run starts, in seconds.
-    pub fn start_secs(&self) -> f64 {
-        f64::from(self.first_segment * SEGMENT_SECS)
+    /// A filter graph that decodes the source's video once and scales it to each of
+    /// `variants`, labelled `[v0]`, `[v1]`...
+    pub fn filter_graph(&self, variants: &[VariantSpec]) -> String {
+        let input = format!("[0:{}]", self.media.video_stream);
+        let prepare = if self.media.hdr {
+            format!("{HDR_TO_SDR},")
+        } else {
+            String::new()
+        };
+        let copies: String = (0..variants.len()).map(|i| format!("[s{i}]")).collect();
+        let mut graph = format!("{input}{prepare}split={}{copies}", variants.len());
+        for (i, variant) in variants.iter().enumerate() {
+            graph.push_str(&format!(
+                ";[s{i}]{}[v{i}]",
+                scale(variant.width, variant.height)
+            ));
+        }
+        graph
     }
 
-    /// How far output timestamps are moved: to where this run starts in the source, so a
-    /// resumed run continues the timestamps of the segments already uploaded, plus
-    /// [`TIMESTAMP_BASE_SECS`]. The base keeps the first decode timestamp positive (B-frames
-    /// start it before the first picture), so ffmpeg never shifts a run by its own amount and
-    /// every run of a variant lines up to the frame. ffmpeg's `-progress` times include it.
-    pub fn output_offset_secs(&self) -> f64 {
-        self.start_secs() + TIMESTAMP_BASE_SECS
-    }
-
-    /// The ffmpeg command writing HLS segments `seg_NNN.ts` and a growing `index.m3u8` into
-    /// `work_dir`, reporting progress to `progress`.
-    pub fn command(
-        &self,
-        source_url: &str,
-        work_dir: &Path,
-        progress: SocketAddr,
-    ) -> FfmpegCommand {
-        let media = self.media;
-        let variant = self.variant;
-        let start = self.start_secs();
-        let keyframe_frames = (media.frame_rate * f64::from(SEGMENT_SECS))
+    /// The output options of variant `index` of the filter graph: streams, encoders, rate
+    /// control and keyframes. The muxer comes after.
+    pub fn output_args(&self, index: usize, variant: &VariantSpec) -> Vec<String> {
+        let keyframe_frames = (self.media.frame_rate * f64::from(SEGMENT_SECS))
             .round()
             .max(1.0);
         let max_kbps = variant.max_video_kbps;
-
-        let mut command = FfmpegCommand::new()
-            .progress_to(progress)
-            .input(
-                &SourceInput::new(source_url)
-                    .seek(start)
-                    .realtime(self.realtime),
-            )
-            .args(["-map".to_owned(), format!("0:{}", media.video_stream)]);
-        if let Some(audio) = media.audio_stream {
-            command = command.args(["-map".to_owned(), format!("0:{audio}")]);
+        let mut args: Vec<String> = vec!["-map".into(), format!("[v{index}]")];
+        if let Some(audio) = self.media.audio_stream {
+            args.extend(["-map".into(), format!("0:{audio}")]);
         }
-        command = command
-            .args(["-map_metadata", "-1", "-map_chapters", "-1"])
-            .args([
-                "-vf".to_owned(),
-                video_filter(media, variant.width, variant.height),
-            ])
-            .args([
-                "-fps_mode".to_owned(),
-                "cfr".into(),
-                "-r".into(),
-                format!("{:.6}", media.frame_rate),
-            ])
-            .args([
+        args.extend(
+            [
+                "-map_metadata",
+                "-1",
+                "-map_chapters",
+                "-1",
+                "-fps_mode",
+                "cfr",
                 "-c:v",
                 "libx264",
                 "-pix_fmt",
                 "yuv420p",
                 "-profile:v",
                 "high",
-            ])
-            .args(["-level:v".to_owned(), self.level().as_x264()])
-            .args(["-preset".to_owned(), self.preset.to_owned()])
-            .args(["-crf".to_owned(), CRF.to_string()])
+                "-sc_threshold",
+                "0",
+            ]
+            .map(str::to_owned),
+        );
+        args.extend([
+            "-r".into(),
+            format!("{:.6}", self.media.frame_rate),
+            "-level:v".into(),
+            self.level(variant).as_x264(),
+            "-preset".into(),
+            self.preset.to_owned(),
+            "-crf".into(),
+            CRF.to_string(),
+            "-maxrate".into(),
+            format!("{max_kbps}k"),
+            "-bufsize".into(),
+            format!("{}k", max_kbps * 2),
+            "-g".into(),
+            format!("{keyframe_frames}"),
+            "-keyint_min".into(),
+            format!("{keyframe_frames}"),
+            "-force_key_frames".into(),
+            format!("expr:gte(t,n_forced*{SEGMENT_SECS})"),
+        ]);
+        if self.media.audio_stream.is_some() {
+            args.extend(["-c:a", "aac", "-ac", "2", "-ar", "48000", "-b:a"].map(str::to_owned));
+            args.push(format!("{}k", variant.audio_kbps));
+        }
+        args
+    }
+}
+
+/// One run of ffmpeg: `variants` over the segments of `range`, from one decode of the source.
+#[derive(Clone, Debug)]
+pub struct TranscodeRecipe<'a> {
+    /// The encoder settings.
+    pub encoding: Encoding<'a>,
+    /// The rungs, each written to its own folder.
+    pub variants: &'a [VariantSpec],
+    /// The segments to write (the first one may be later than the job's when resuming).
+    pub range: SegmentRange,
+    /// Test-only: read the source no faster than real time, so a test can act mid-variant.
+    pub realtime: bool,
+}
+
+impl TranscodeRecipe<'_> {
+    /// How far output timestamps are moved: to where this run starts in the source, so a
+    /// resumed run or a later piece continues the timestamps of the segments before it, plus
+    /// [`TIMESTAMP_BASE_SECS`]. The base keeps the first decode timestamp positive (B-frames
+    /// start it before the first picture), so ffmpeg never shifts a run by its own amount and
+    /// every run lines up to the frame. ffmpeg's `-progress` times include it.
+    pub fn output_offset_secs(&self) -> f64 {
+        self.range.start_secs() + TIMESTAMP_BASE_SECS
+    }
+
+    /// The ffmpeg command writing, for each variant, HLS segments `seg_NNN.ts` and a growing
+    /// `index.m3u8` into `work_dir/{variant}/`, reporting progress to `progress`.
+    pub fn command(
+        &self,
+        source_url: &str,
+        work_dir: &Path,
+        progress: SocketAddr,
+    ) -> FfmpegCommand {
+        let mut input = SourceInput::new(source_url)
+            .seek(self.range.start_secs())
+            .realtime(self.realtime);
+        if let Some(end) = self.range.end {
+            input = input.limit(f64::from((end - self.range.first) * SEGMENT_SECS));
+        }
+        let mut command = FfmpegCommand::new()
+            .progress_to(progress)
+            .input(&input)
             .args([
-                "-maxrate".to_owned(),
-                format!("{max_kbps}k"),
-                "-bufsize".into(),
-                format!("{}k", max_kbps * 2),
-            ])
-            .args([
-                "-g".to_owned(),
-                format!("{keyframe_frames}"),
-                "-keyint_min".into(),
-                format!("{keyframe_frames}"),
-            ])
-            .args(["-sc_threshold", "0"])
-            .args([
-                "-force_key_frames".to_owned(),
-                format!("expr:gte(t,n_forced*{SEGMENT_SECS})"),
+                "-filter_complex".to_owned(),
+                self.encoding.filter_graph(self.variants),
             ]);
-        if media.audio_stream.is_some() {
+        for (index, variant) in self.variants.iter().enumerate() {
+            let folder = work_dir.join(&variant.name);
             command = command
-                .args(["-c:a", "aac", "-ac", "2", "-ar", "48000"])
-                .args(["-b:a".to_owned(), format!("{}k", variant.audio_kbps)]);
+                .args(self.encoding.output_args(index, variant))
+                .args([
+                    "-output_ts_offset".to_owned(),
+                    format!("{:.6}", self.output_offset_secs()),
+                ])
+                .args(hls_muxer(self.range.first, &folder))
+                .output(&folder.join(WORK_PLAYLIST));
         }
         command
-            .args([
-                "-output_ts_offset".to_owned(),
-                format!("{:.6}", self.output_offset_secs()),
-            ])
-            .args(["-f", "hls", "-hls_time"])
-            .args([SEGMENT_SECS.to_string()])
-            .args([
-                "-hls_playlist_type",
-                "event",
-                "-hls_flags",
-                "temp_file+independent_segments",
-            ])
-            .args(["-hls_segment_type", "mpegts", "-start_number"])
-            .args([self.first_segment.to_string()])
-            .args([
-                "-hls_segment_filename".to_owned(),
-                work_dir.join("seg_%03d.ts").display().to_string(),
-            ])
-            .output(&work_dir.join(WORK_PLAYLIST))
     }
+}
+
+/// The HLS muxer options of one output: 4 s segments numbered from `first`, written into
+/// `folder` with their playlist replaced atomically after each one.
+pub fn hls_muxer(first: u32, folder: &Path) -> Vec<String> {
+    vec![
+        "-f".into(),
+        "hls".into(),
+        "-hls_time".into(),
+        SEGMENT_SECS.to_string(),
+        "-hls_playlist_type".into(),
+        "event".into(),
+        "-hls_flags".into(),
+        "temp_file+independent_segments".into(),
+        "-hls_segment_type".into(),
+        "mpegts".into(),
+        "-start_number".into(),
+        first.to_string(),
+        "-hls_segment_filename".into(),
+        folder.join("seg_%03d.ts").display().to_string(),
+    ]
 }
 
 /// Size of the thumbnail of `media`: the displayed picture fitted into 640 pixels, never
@@ -178,11 +222,15 @@ pub fn thumbnail_time(media: &SourceMedia) -> f64 {
 /// The ffmpeg command writing the WebP thumbnail of `media` to `output`.
 pub fn thumbnail_command(source_url: &str, media: &SourceMedia, output: &Path) -> FfmpegCommand {
     let (width, height) = thumbnail_size(media);
+    let mut filter = scale(width, height);
+    if media.hdr {
+        filter = format!("{HDR_TO_SDR},{filter}");
+    }
     FfmpegCommand::new()
         .input(&SourceInput::new(source_url).seek(thumbnail_time(media)))
         .args(["-map".to_owned(), format!("0:{}", media.video_stream)])
-        .args(["-frames:v", "1", "-map_metadata", "-1"])
-        .args(["-vf".to_owned(), video_filter(media, width, height)])
+        .args(["-frames:v", "1", "-map_metadata", "-1", "-vf"])
+        .args([filter])
         .args([
             "-c:v".to_owned(),
             "libwebp".into(),
@@ -193,15 +241,10 @@ pub fn thumbnail_command(source_url: &str, media: &SourceMedia, output: &Path) -
         .output(output)
 }
 
-/// Scales to `width` x `height` with square pixels in 8-bit 4:2:0, tone mapping HDR first.
-/// (ffmpeg applies the source's rotation before this chain.)
-fn video_filter(media: &SourceMedia, width: u32, height: u32) -> String {
-    let scale = format!("scale={width}:{height}:flags=bicubic,setsar=1,format=yuv420p");
-    if media.hdr {
-        format!("{HDR_TO_SDR},{scale}")
-    } else {
-        scale
-    }
+/// Scales to `width` x `height` with square pixels in 8-bit 4:2:0. (ffmpeg applies the
+/// source's rotation before the filters.)
+fn scale(width: u32, height: u32) -> String {
+    format!("scale={width}:{height}:flags=bicubic,setsar=1,format=yuv420p")
 }
 
 #[cfg(test)]
@@ -223,17 +266,26 @@ mod tests {
         }
     }
 
-    fn variant() -> VariantSpec {
+    fn variant(name: &str, width: u32, height: u32, kbps: u32) -> VariantSpec {
         VariantSpec {
-            name: "720p".into(),
-            width: 1280,
-            height: 720,
-            max_video_kbps: 2800,
+            name: name.into(),
+            width,
+            height,
+            max_video_kbps: kbps,
             audio_kbps: 128,
         }
     }
 
-    fn args(recipe: &VariantRecipe) -> String {
+    fn args(media: &SourceMedia, variants: &[VariantSpec], range: SegmentRange) -> String {
+        let recipe = TranscodeRecipe {
+            encoding: Encoding {
+                media,
+                preset: "medium",
+            },
+            variants,
+            range,
+            realtime: false,
+        };
         recipe
             .command(
                 "http://s3/src",
@@ -246,82 +298,81 @@ mod tests {
 
     #[test]
     fn a_variant_is_plain_h264_with_aligned_keyframes() {
-        let media = media(true, false);
-        let variant = variant();
-        let recipe = VariantRecipe {
-            media: &media,
-            variant: &variant,
-            preset: "veryfast",
-            first_segment: 0,
-            realtime: false,
-        };
-        let args = args(&recipe);
+        let args = args(
+            &media(true, false),
+            &[variant("720p", 1280, 720, 2800)],
+            SegmentRange::whole(),
+        );
         for expected in [
             "-progress tcp://127.0.0.1:9000",
-            "-i http://s3/src -map 0:0 -map 0:1",
-            "-vf scale=1280:720:flags=bicubic,setsar=1,format=yuv420p",
-            "-fps_mode cfr -r 29.970030",
-            "-c:v libx264 -pix_fmt yuv420p -profile:v high -level:v 3.1 -preset veryfast -crf 23",
-            "-maxrate 2800k -bufsize 5600k -g 120 -keyint_min 120 -sc_threshold 0",
+            "-i http://s3/src -filter_complex [0:0]split=1[s0];[s0]scale=1280:720:flags=bicubic,setsar=1,format=yuv420p[v0]",
+            "-map [v0] -map 0:1 -map_metadata -1 -map_chapters -1 -fps_mode cfr -c:v libx264 -pix_fmt yuv420p -profile:v high",
+            "-r 29.970030 -level:v 3.1 -preset medium -crf 23 -maxrate 2800k -bufsize 5600k -g 120 -keyint_min 120",
             "-force_key_frames expr:gte(t,n_forced*4)",
             "-c:a aac -ac 2 -ar 48000 -b:a 128k",
-            "-f hls -hls_time 4 -hls_playlist_type event",
-            "-start_number 0 -hls_segment_filename /work/job/seg_%03d.ts /work/job/index.m3u8",
+            "-output_ts_offset 1.000000 -f hls -hls_time 4 -hls_playlist_type event",
+            "-start_number 0 -hls_segment_filename /work/job/720p/seg_%03d.ts /work/job/720p/index.m3u8",
         ] {
             assert!(args.contains(expected), "missing {expected:?} in {args}");
         }
-        assert!(!args.contains("-ss"), "{args}");
-        assert!(args.contains("-output_ts_offset 1.000000 -f hls"), "{args}");
+        assert!(!args.contains("-ss") && !args.contains(" -t "), "{args}");
+    }
+
+    #[test]
+    fn several_variants_share_one_decode() {
+        let ladder = [
+            variant("360p", 640, 360, 800),
+            variant("720p", 1280, 720, 2800),
+        ];
+        let args = args(&media(true, false), &ladder, SegmentRange::whole());
+        assert_eq!(args.matches(" -i ").count(), 1, "{args}");
+        assert!(args.contains("split=2[s0][s1];[s0]scale=640:360"), "{args}");
+        assert!(args.contains("-map [v1] -map 0:1"), "{args}");
+        assert!(
+            args.contains("/work/job/360p/index.m3u8")
+                && args.contains("/work/job/720p/index.m3u8")
+        );
     }
 
     #[test]
     fn a_silent_source_gets_no_audio() {
-        let media = media(false, false);
-        let variant = variant();
-        let args = args(&VariantRecipe {
-            media: &media,
-            variant: &variant,
-            preset: "veryfast",
-            first_segment: 0,
-            realtime: false,
-        });
-        assert!(!args.contains("-c:a"), "{args}");
-        assert!(!args.contains("0:1"), "{args}");
+        let args = args(
+            &media(false, false),
+            &[variant("720p", 1280, 720, 2800)],
+            SegmentRange::whole(),
+        );
+        assert!(!args.contains("-c:a") && !args.contains("0:1"), "{args}");
     }
 
     #[test]
-    fn resuming_seeks_to_the_segment_and_continues_numbering_and_time() {
-        let media = media(true, false);
-        let variant = variant();
-        let recipe = VariantRecipe {
-            media: &media,
-            variant: &variant,
-            preset: "veryfast",
-            first_segment: 3,
-            realtime: false,
+    fn a_range_seeks_limits_and_continues_numbering_and_time() {
+        let range = SegmentRange {
+            first: 3,
+            end: Some(5),
         };
-        let args = args(&recipe);
-        assert!(args.contains("-ss 12.000000 -i http://s3/src"), "{args}");
+        let args = args(
+            &media(true, false),
+            &[variant("720p", 1280, 720, 2800)],
+            range,
+        );
+        assert!(
+            args.contains("-ss 12.000000 -t 8.000000 -i http://s3/src"),
+            "{args}"
+        );
         assert!(args.contains("-output_ts_offset 13.000000"), "{args}");
         assert!(args.contains("-start_number 3"), "{args}");
     }
 
     #[test]
-    fn hdr_is_tone_mapped_before_scaling() {
-        let media = media(true, true);
-        let variant = variant();
-        let args = args(&VariantRecipe {
-            media: &media,
-            variant: &variant,
-            preset: "veryfast",
-            first_segment: 0,
-            realtime: false,
-        });
-        assert!(args.contains("-vf zscale=t=linear:npl=100"), "{args}");
+    fn hdr_is_tone_mapped_before_the_split() {
+        let args = args(
+            &media(true, true),
+            &[variant("720p", 1280, 720, 2800)],
+            SegmentRange::whole(),
+        );
+        assert!(args.contains("[0:0]zscale=t=linear:npl=100"), "{args}");
         assert!(
-            args.contains(
-                "tonemap=tonemap=hable:desat=0,zscale=t=bt709:m=bt709:r=tv,scale=1280:720"
-            ),
+            args.contains("zscale=t=bt709:m=bt709:r=tv,split=1"),
             "{args}"
         );
     }
