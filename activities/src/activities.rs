@@ -6,24 +6,22 @@ use crate::{
     cache_policy::ObjectKind,
     config::ActivityConfig,
     failure::into_activity_error,
-    ffmpeg::{self, SourceInput, recipes},
+    ffmpeg::{SourceInput, recipes},
     hls::{self, PlaylistKind},
-    ladder,
     notify::{Notifier, stage_event},
-    probe::{ProbeReport, analyse, unreadable},
+    probe,
     reporter::{self, ProgressSource},
     storage::Storage,
     transcode::{self, PRESIGN_TTL},
     workdir,
 };
-use anyhow::Context;
 use pulse_workflows::{
     AssetId, VideoWorkflow,
     contract::{
         self, MasterJob, Notification, ProbeJob, ProgressReport, PublishedMaster, ThumbnailJob,
         TranscodeJob,
     },
-    media::{SourcePlan, TranscodeOutput},
+    media::{Rendition, SourcePlan, TranscodeOutput},
     progress::TranscodeCheckpoint,
 };
 use std::{sync::Arc, time::Duration};
@@ -90,21 +88,11 @@ impl PulseActivities {
 
     async fn plan(&self, job: &ProbeJob) -> anyhow::Result<SourcePlan> {
         let size = self.storage.source_size(&job.source_key).await?;
-        self.config.limits.check_size(size)?;
         let url = self
             .storage
             .presign_get(&job.source_key, PRESIGN_TTL)
             .await?;
-        let json = match ffmpeg::ffprobe(&SourceInput::new(url)).await {
-            Ok(json) => json,
-            Err(ffmpeg::ToolError::Failed { stderr, .. }) => return Err(unreadable(&stderr).into()),
-            Err(other) => return Err(other.into()),
-        };
-        let report: ProbeReport =
-            serde_json::from_slice(&json).context("reading ffprobe's report")?;
-        let media = analyse(&report, size, &self.config.limits)?;
-        let variants = ladder::plan_ladder(media.width, media.height);
-        Ok(SourcePlan { media, variants })
+        probe::plan_source(&SourceInput::new(url), size, &self.config.limits).await
     }
 
     async fn make_thumbnail(&self, job: &ThumbnailJob) -> anyhow::Result<String> {
@@ -128,7 +116,13 @@ impl PulseActivities {
     /// ones listed before.
     async fn write_master(&self, job: &MasterJob) -> anyhow::Result<PublishedMaster> {
         let keys = job.asset_id.keys();
-        let mut renditions = job.listed.clone();
+        // A variant listed while it was written (fast start) is replaced by its complete self.
+        let mut renditions: Vec<Rendition> = job
+            .listed
+            .iter()
+            .filter(|listed| job.completed.iter().all(|c| c.spec.name != listed.name))
+            .cloned()
+            .collect();
         for variant in &job.completed {
             self.storage
                 .put_text(
@@ -139,6 +133,7 @@ impl PulseActivities {
                 .await?;
             renditions.push(hls::rendition(&variant.spec, &job.media, &variant.segments));
         }
+        renditions.sort_by_key(|rendition| rendition.width * rendition.height);
         let key = keys.master();
         self.storage
             .put_text(
@@ -222,7 +217,7 @@ impl PulseActivities {
             }
         };
         let announce = async {
-            let Ok(master_key) = published.await else {
+            let Ok(master) = published.await else {
                 return;
             };
             let Some(workflow) = ctx.workflow_handle::<VideoWorkflow>() else {
@@ -231,7 +226,7 @@ impl PulseActivities {
             if let Err(error) = workflow
                 .signal(
                     VideoWorkflow::first_segment_published,
-                    master_key,
+                    master,
                     WorkflowSignalOptions::default(),
                 )
                 .await
@@ -282,8 +277,8 @@ impl PulseActivities {
             .map_err(into_activity_error)
     }
 
-    /// Sends progress events from the running transcodes' heartbeats until cancelled. The last
-    /// value sent is heartbeated, so a retried reporter never repeats or lowers it.
+    /// Sends progress events from the running transcodes' heartbeats until they are over. The
+    /// last value sent is heartbeated, so a retried reporter never repeats or lowers it.
     #[activity(definition = contract::ReportProgress)]
     pub async fn report_progress(
         self: Arc<Self>,

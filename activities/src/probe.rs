@@ -1,13 +1,16 @@
 //! Reading ffprobe's report on a source and deciding whether Pulse can process it.
 //!
 //! [`analyse`] is pure: it turns the JSON of `ffprobe -show_format -show_streams` into the
-//! validated [`SourceMedia`] or a [`BadInput`] that says what is wrong.
+//! validated [`SourceMedia`] or a [`BadInput`] that says what is wrong. [`plan_source`] runs
+//! ffprobe and plans the ladder.
 
 use crate::{
     failure::{BadInput, BadInputKind},
-    ffmpeg::StderrTail,
+    ffmpeg::{self, SourceInput, StderrTail},
+    ladder,
 };
-use pulse_workflows::media::SourceMedia;
+use anyhow::Context;
+use pulse_workflows::media::{SourceMedia, SourcePlan};
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -255,6 +258,25 @@ fn parse_fraction(text: &str) -> Option<f64> {
         None => text.trim().parse::<f64>().ok()?,
     };
     value.is_finite().then_some(value)
+}
+
+/// Probes `source`, `size_bytes` long, checks it against `limits` and plans its ladder. A
+/// source Pulse cannot process is a [`BadInput`].
+pub async fn plan_source(
+    source: &SourceInput,
+    size_bytes: u64,
+    limits: &Limits,
+) -> anyhow::Result<SourcePlan> {
+    limits.check_size(size_bytes)?;
+    let json = match ffmpeg::ffprobe(source).await {
+        Ok(json) => json,
+        Err(ffmpeg::ToolError::Failed { stderr, .. }) => return Err(unreadable(&stderr).into()),
+        Err(other) => return Err(other.into()),
+    };
+    let report: ProbeReport = serde_json::from_slice(&json).context("reading ffprobe's report")?;
+    let media = analyse(&report, size_bytes, limits)?;
+    let variants = ladder::plan_ladder(media.width, media.height);
+    Ok(SourcePlan { media, variants })
 }
 
 /// Why ffprobe could not read a source, from what it wrote to stderr.

@@ -37,8 +37,8 @@ pub fn running_checkpoints(description: &WorkflowExecutionDescription) -> Vec<Tr
         .collect()
 }
 
-/// Sends the progress events of `asset_id` until dropped, starting above `last_sent`; calls
-/// `sent` with each value delivered.
+/// Sends the progress events of `asset_id`, starting above `last_sent`, until the workflow says
+/// its transcodes are over; calls `sent` with each value delivered.
 pub async fn report(
     source: &impl ProgressSource,
     notifier: &Notifier,
@@ -53,6 +53,9 @@ pub async fn report(
         let Some(report) = source.report().await else {
             continue;
         };
+        if !report.transcoding {
+            return;
+        }
         if !report.events_allowed {
             continue;
         }
@@ -109,12 +112,14 @@ mod tests {
         let allowed = |settled: f64| ProgressReport {
             settled,
             events_allowed: true,
+            transcoding: true,
         };
         let steps = Mutex::new(vec![
             (
                 ProgressReport {
                     settled: 0.0,
                     events_allowed: false,
+                    transcoding: true,
                 },
                 14.0,
             ),
@@ -123,6 +128,8 @@ mod tests {
             (allowed(10.0), 14.0),
             (allowed(10.0), 13.0),
             (allowed(10.0), 20.0),
+            (ProgressReport::default(), 30.0),
+            (allowed(10.0), 40.0),
         ]);
         let script = Script {
             steps,
@@ -131,10 +138,12 @@ mod tests {
         let mut sent = Vec::new();
         let notifier = Notifier::log_only();
         let reporting = report(&script, &notifier, "a1", 0.0, |value| sent.push(value));
-        let _ = tokio::time::timeout(Duration::from_secs(6), reporting).await;
+        tokio::time::timeout(Duration::from_secs(60), reporting)
+            .await
+            .expect("the reporter stops when the transcodes are over");
         // Nothing goes out before events are allowed; then settled 10 plus what the running
         // piece adds: 11 goes out, 12 and 13 are less than two above the last sent, 14 and 20
-        // are not.
+        // are not. It stops when the transcodes are over, before 30 or 40 could go out.
         assert_eq!(sent, vec![11.0, 14.0, 20.0]);
     }
 }

@@ -17,6 +17,7 @@ use crate::{
     config::ActivityConfig,
     failure::{BadInput, BadInputKind},
     ffmpeg::{
+        SourceInput,
         progress::ProgressListener,
         recipes::{Encoding, TIMESTAMP_BASE_SECS, TranscodeRecipe, WORK_PLAYLIST},
     },
@@ -27,7 +28,7 @@ use crate::{
 use anyhow::{Context, bail};
 use pulse_workflows::{
     AssetKeys,
-    contract::TranscodeJob,
+    contract::{PublishedMaster, TranscodeJob},
     media::{
         SEGMENT_SECS, SegmentRange, SegmentRecord, TranscodeOutput, VariantSegments, VariantSpec,
     },
@@ -89,14 +90,14 @@ pub fn resume_from(
 /// Runs `job`, publishing the checkpoint to `checkpoints` whenever it changes (at most every
 /// [`SCAN_INTERVAL`]). `previous` is what earlier attempts reached: their segments are kept and
 /// ffmpeg restarts at the next segment boundary every variant has reached. In fast start,
-/// `first_published` receives the master's key once the first segment is playable.
+/// `first_published` receives the master once the first segment is playable.
 pub async fn transcode(
     storage: &Storage,
     config: &ActivityConfig,
     job: &TranscodeJob,
     previous: &TranscodeCheckpoint,
     checkpoints: watch::Sender<TranscodeCheckpoint>,
-    first_published: Option<oneshot::Sender<String>>,
+    first_published: Option<oneshot::Sender<PublishedMaster>>,
 ) -> anyhow::Result<TranscodeOutput> {
     let range_secs = job.range.duration_secs(job.media.duration_secs);
     let uploaded = |variant: &VariantSpec| {
@@ -197,7 +198,7 @@ impl Run<'_> {
         &self,
         checkpoint: &mut TranscodeCheckpoint,
         checkpoints: &watch::Sender<TranscodeCheckpoint>,
-        mut first_published: Option<oneshot::Sender<String>>,
+        mut first_published: Option<oneshot::Sender<PublishedMaster>>,
     ) -> anyhow::Result<()> {
         let job = self.job;
         let names: Vec<&str> = job.variants.iter().map(|v| v.name.as_str()).collect();
@@ -229,7 +230,7 @@ impl Run<'_> {
             .await
             .context("opening the progress socket")?;
         let command = recipe
-            .command(&source_url, work.path(), listener.addr()?)
+            .command(&SourceInput::new(source_url), work.path(), listener.addr()?)
             .background(job.background);
         let mut progress = listener.latest();
         let mut ffmpeg = command.spawn()?;
@@ -316,7 +317,7 @@ impl Run<'_> {
     async fn publish_live(
         &self,
         checkpoint: &TranscodeCheckpoint,
-        first_published: &mut Option<oneshot::Sender<String>>,
+        first_published: &mut Option<oneshot::Sender<PublishedMaster>>,
     ) -> anyhow::Result<()> {
         let [variant] = self.job.variants.as_slice() else {
             bail!("fast start publishes a single variant");
@@ -332,15 +333,18 @@ impl Run<'_> {
             .await?;
         if let Some(first) = first_published.take() {
             let rendition = hls::rendition(variant, &self.job.media, segments);
-            let master_key = self.keys.master();
+            let master = PublishedMaster {
+                key: self.keys.master(),
+                renditions: vec![rendition],
+            };
             self.storage
                 .put_text(
-                    &master_key,
-                    hls::master_playlist(&[rendition]),
+                    &master.key,
+                    hls::master_playlist(&master.renditions),
                     ObjectKind::GrowingMaster,
                 )
                 .await?;
-            let _ = first.send(master_key);
+            let _ = first.send(master);
         }
         Ok(())
     }

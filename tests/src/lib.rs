@@ -15,8 +15,10 @@
 //! - [`history`]: reading histories exported by the Temporal CLI, for replay tests.
 //! - [`webhook`]: a real webhook receiver that records deliveries.
 //! - [`servers`]: private Temporal and Garage servers that fault tests can kill.
+//! - [`bench`]: `cargo xtask bench`, Pulse against plain ffmpeg (binary `pulse-bench`).
 
 pub mod api;
+pub mod bench;
 pub mod bucket;
 pub mod history;
 pub mod media;

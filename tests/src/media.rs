@@ -22,6 +22,9 @@ pub struct ClipSpec {
     pub audio: bool,
     /// Display rotation in degrees, written as container metadata.
     pub rotate: Option<i32>,
+    /// Whether the picture is covered in moving grain, which costs an encoder what camera
+    /// footage does (a bare test pattern compresses unrealistically well).
+    pub noisy: bool,
 }
 
 impl ClipSpec {
@@ -34,12 +37,19 @@ impl ClipSpec {
             fps: 30,
             audio: true,
             rotate: None,
+            noisy: false,
         }
     }
 
     /// Without audio.
     pub fn silent(mut self) -> Self {
         self.audio = false;
+        self
+    }
+
+    /// With moving grain over the picture.
+    pub fn noisy(mut self) -> Self {
+        self.noisy = true;
         self
     }
 
@@ -51,13 +61,14 @@ impl ClipSpec {
 
     fn file_name(&self) -> String {
         format!(
-            "clip-{}x{}-{}s-{}fps{}{}.mp4",
+            "clip-{}x{}-{}s-{}fps{}{}{}.mp4",
             self.width,
             self.height,
             self.secs,
             self.fps,
             if self.audio { "-audio" } else { "" },
-            self.rotate.map(|r| format!("-rot{r}")).unwrap_or_default()
+            self.rotate.map(|r| format!("-rot{r}")).unwrap_or_default(),
+            if self.noisy { "-noise" } else { "" },
         )
     }
 }
@@ -77,8 +88,16 @@ pub fn clip(spec: &ClipSpec) -> PathBuf {
     ));
     let mut command = ffmpeg();
     command.args(["-f", "lavfi", "-i"]).arg(format!(
-        "testsrc2=size={}x{}:rate={}:duration={}",
-        spec.width, spec.height, spec.fps, spec.secs
+        "testsrc2=size={}x{}:rate={}:duration={}{}",
+        spec.width,
+        spec.height,
+        spec.fps,
+        spec.secs,
+        if spec.noisy {
+            ",noise=alls=24:allf=t+u"
+        } else {
+            ""
+        }
     ));
     if spec.audio {
         command.args(["-f", "lavfi", "-i"]).arg(format!(
@@ -95,6 +114,10 @@ pub fn clip(spec: &ClipSpec) -> PathBuf {
         "-pix_fmt",
         "yuv420p",
     ]);
+    if spec.noisy {
+        // What a phone records at 1080p: about 8 Mbit/s.
+        command.args(["-b:v", "8M", "-maxrate", "8M", "-bufsize", "16M"]);
+    }
     run(command.arg(&partial));
     if let Some(degrees) = spec.rotate {
         // ffmpeg 5.1 writes rotation only when remuxing: the display matrix phones record.

@@ -5,11 +5,15 @@ use pulse_tests::{
     bucket,
     media::{self, ClipSpec},
     playback::{check_playback, picture_size},
-    stack::TestEnv,
+    stack::{Endpoints, TestEnv},
     worker::{WorkerProcess, binary},
 };
 use pulse_workflows::{AssetState, AssetStatus, VariantStatus};
-use std::{collections::BTreeSet, process::Command};
+use std::{
+    collections::BTreeSet,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
@@ -370,4 +374,77 @@ fn invalid_asset_ids_are_refused_before_any_work() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("asset id"), "{bad:?}: {stderr}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fast_start_plays_the_smallest_variant_while_it_is_written() {
+    let env = TestEnv::with("faststart", Endpoints::shared(), |settings| {
+        settings.fast_start = true;
+    })
+    .await;
+    // No faster than real time, every variant of a 12 s clip is being written for 12 s: the
+    // asset can only play early through fast start.
+    let _worker = WorkerProcess::spawn(&env, &[("PULSE_FAULT_REALTIME_VARIANTS", "240p,360p")]);
+    let spec = ClipSpec::new(640, 360, 12.0);
+    let source = media::clip(&spec);
+    let asset = env.asset("faststart");
+    let keys = asset.keys();
+    let key = env.starter.upload(&asset, &source).await.unwrap();
+    env.starter.start(&asset, &key).await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let state = loop {
+        let state = env.starter.status(&asset).await.unwrap();
+        if state.status != AssetStatus::Processing {
+            break state;
+        }
+        assert!(Instant::now() < deadline, "never playable: {state:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(state.status, AssetStatus::Playable, "{state:?}");
+    assert_eq!(
+        variant_names(&state)[0],
+        ("240p", VariantStatus::Running),
+        "playable while the smallest variant is still written"
+    );
+    let object = |key: String| {
+        let storage = env.storage.clone();
+        async move {
+            let head = storage.get(&key).await.unwrap().expect("published");
+            let text = head.body.collect().await.unwrap().into_bytes().to_vec();
+            (head.cache_control.unwrap_or_default(), text)
+        }
+    };
+    let (master_cache, master) = object(keys.master()).await;
+    assert_eq!(master_cache, "no-cache");
+    let master = m3u8_rs::parse_master_playlist_res(&master).expect("a master playlist");
+    assert_eq!(master.variants.len(), 1);
+    assert_eq!(master.variants[0].uri, "240p/index.m3u8");
+    let (growing_cache, growing) = object(keys.variant_playlist("240p")).await;
+    assert_eq!(
+        growing_cache, "no-cache",
+        "a growing playlist is never cached"
+    );
+    let growing = m3u8_rs::parse_media_playlist_res(&growing).expect("a media playlist");
+    assert_eq!(
+        growing.playlist_type,
+        Some(m3u8_rs::MediaPlaylistType::Event)
+    );
+    assert!(!growing.end_list, "the growing playlist has no end yet");
+    assert!(!growing.segments.is_empty() && growing.segments.len() < 3);
+
+    let state = env.wait(&asset).await;
+    assert_eq!(state.status, AssetStatus::Done, "{state:?}");
+    let (final_cache, finished) = object(keys.variant_playlist("240p")).await;
+    assert_eq!(final_cache, IMMUTABLE);
+    let finished = m3u8_rs::parse_media_playlist_res(&finished).expect("a media playlist");
+    assert!(finished.end_list);
+    assert_eq!(finished.segments.len(), 3);
+    check_playback(
+        &env.storage,
+        &state,
+        &spec,
+        &[("240p", 426, 240), ("360p", 640, 360)],
+    )
+    .await;
 }

@@ -99,6 +99,9 @@ pub struct ProgressReport {
     pub settled: f64,
     /// Whether progress events may go out (the stage events that come first are delivered).
     pub events_allowed: bool,
+    /// Whether transcodes still run: once they are over the reporter stops by itself, so the
+    /// workflow never waits for a cancellation to reach it.
+    pub transcoding: bool,
 }
 
 /// Input of `notify`: a stage event, before it is turned into the wire [`crate::events::Event`].

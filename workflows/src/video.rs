@@ -26,7 +26,7 @@
 use crate::{
     contract::{
         BadInputKind, CompletedVariant, MasterJob, Notification, ProbeJob, ProgressReport,
-        ThumbnailJob, TranscodeJob, VideoActivities,
+        PublishedMaster, ThumbnailJob, TranscodeJob, VideoActivities,
     },
     events::Stage,
     media::{Rendition, SegmentRange, SourcePlan, TranscodeOutput, VariantSegments, VariantSpec},
@@ -79,6 +79,11 @@ pub struct VideoWorkflow {
     thumbnail_settled: bool,
     /// The `playable` event, while it waits for the thumbnail.
     held_playable: Option<Notification>,
+    /// Whether transcodes run: the progress reporter runs while they do.
+    transcoding: bool,
+    /// Whether the progress reporter still runs: the terminal event waits until it stopped, so
+    /// no progress event can follow it.
+    reporter_running: bool,
     /// Whether the run is ending: no more events will be queued.
     closing: bool,
     /// Whether the asset is waiting for an operator's retry.
@@ -125,7 +130,11 @@ impl VideoWorkflow {
             ctx: ctx.clone(),
             request,
         };
-        let (ending, ()) = join!(pipeline.run(), pipeline.deliver_events());
+        let (ending, (), ()) = join!(
+            pipeline.run(),
+            pipeline.deliver_events(),
+            pipeline.report_progress()
+        );
         match ending {
             Ending::Finished(state) => Ok(state),
             Ending::Cancelled(state) => Err(WorkflowTermination::cancelled_with_details(state)),
@@ -145,20 +154,28 @@ impl VideoWorkflow {
         ProgressReport {
             settled: self.state.progress,
             events_allowed: self.progress_events_allowed,
+            transcoding: self.transcoding,
         }
     }
 
     /// Fast start: the first variant's playlist and the master are up while the variant is
-    /// still being written. Sent by the transcode, which wrote the master at `master_key`.
+    /// still being written. Sent by the transcode, which wrote `master`; later masters list
+    /// the variant too until it is complete.
     #[signal]
     pub fn first_segment_published(
         &mut self,
         ctx: &mut SyncWorkflowContext<Self>,
-        master_key: String,
+        master: PublishedMaster,
     ) {
         if self.state.status != AssetStatus::Processing {
             return;
         }
+        for rendition in master.renditions {
+            if self.renditions.iter().all(|r| r.name != rendition.name) {
+                self.renditions.push(rendition);
+            }
+        }
+        let master_key = master.key;
         self.state.status = AssetStatus::Playable;
         self.state.master_key = Some(master_key.clone());
         let at = unix_ms(ctx.workflow_time());
@@ -273,22 +290,22 @@ impl Pipeline {
         }
     }
 
-    /// Makes what is missing: the thumbnail and every variant not done yet, while the progress
-    /// reporter runs beside them. Returns what went wrong.
+    /// Makes what is missing: every variant not done yet and the thumbnail. Returns what went
+    /// wrong.
     async fn produce(&self, plan: &SourcePlan) -> Vec<String> {
         let (first, rest) = self.jobs(plan);
-        let reporter_stop = self.ctx.cancellation_token().child_token();
-        let work = async {
-            let (mut problems, first, rest) = join!(
-                self.thumbnail_if_missing(plan),
-                self.run_first(plan, first),
-                self.run_rest(plan, rest)
-            );
-            problems.extend(first.into_iter().chain(rest));
-            reporter_stop.cancel();
+        self.ctx.state_mut(|workflow| workflow.transcoding = true);
+        // The thumbnail waits for the smallest variant, so the two transcodes take a worker's
+        // two heavy slots at once; the `playable` event waits for the thumbnail in turn.
+        let first_then_thumbnail = async {
+            let first = self.run_first(plan, first).await;
+            let mut problems = self.thumbnail_if_missing(plan).await;
+            problems.extend(first);
             problems
         };
-        let (problems, _stopped) = join!(work, self.report_progress(reporter_stop.clone()));
+        let (mut problems, rest) = join!(first_then_thumbnail, self.run_rest(plan, rest));
+        self.ctx.state_mut(|workflow| workflow.transcoding = false);
+        problems.extend(rest);
         problems
     }
 
@@ -734,15 +751,40 @@ impl Pipeline {
             .await
     }
 
-    /// Runs the progress reporter until `stop` is cancelled (the transcodes are over).
-    async fn report_progress(&self, stop: WorkflowCancellationToken) {
+    /// Runs the progress reporter whenever transcodes run, until the run ends. The reporter
+    /// stops by itself once the `progress_report` query says the transcodes are over; the
+    /// pipeline goes on meanwhile, only the terminal event waits for it.
+    async fn report_progress(&self) {
+        let uncancellable = WorkflowCancellationToken::new();
+        loop {
+            let _ = self
+                .ctx
+                .wait_condition_with_options(
+                    |workflow| workflow.transcoding || workflow.closing,
+                    WaitConditionOptions::builder()
+                        .cancellation_token(uncancellable.clone())
+                        .build(),
+                )
+                .await;
+            if !self.ctx.state(|workflow| workflow.transcoding) {
+                return;
+            }
+            self.ctx
+                .state_mut(|workflow| workflow.reporter_running = true);
+            self.run_reporter(uncancellable.clone()).await;
+            self.ctx
+                .state_mut(|workflow| workflow.reporter_running = false);
+        }
+    }
+
+    /// Runs the `report_progress` activity, never cancelled: cancelling the run ends the
+    /// transcodes, and with them the reporter.
+    async fn run_reporter(&self, uncancellable: WorkflowCancellationToken) {
         let mut options = ActivityOptions::start_to_close_timeout(TRANSCODE_TIMEOUT)
             .summarised("report progress");
         options.task_queue = Some(self.request.settings.light_queue.clone());
         options.heartbeat_timeout = Some(self.request.settings.heartbeat_timeout);
-        options.cancellation_token = Some(stop);
-        // No progress event may follow the terminal event: wait until the reporter has stopped.
-        options.cancellation_type = ActivityCancellationType::WaitCancellationCompleted;
+        options.cancellation_token = Some(uncancellable);
         let _stopped = self
             .ctx
             .execute_activity(
@@ -769,14 +811,18 @@ impl Pipeline {
     /// Delivers queued stage events one at a time, in order, until the run ends and the outbox
     /// is empty. Each is retried for an hour; one that cannot be delivered is dropped, since the
     /// asset's state, not the event stream, is authoritative. Delivery goes on when the run is
-    /// cancelled, so the frontend learns that too.
+    /// cancelled, so the frontend learns that too. The terminal event waits until the progress
+    /// reporter has stopped.
     async fn deliver_events(&self) {
         let uncancellable = WorkflowCancellationToken::new();
         loop {
             let ready = self
                 .ctx
                 .wait_condition_with_options(
-                    |workflow| !workflow.outbox.is_empty() || workflow.closing,
+                    |workflow| match workflow.outbox.front() {
+                        Some(next) => !next.stage.is_terminal() || !workflow.reporter_running,
+                        None => workflow.closing,
+                    },
                     WaitConditionOptions::builder()
                         .cancellation_token(uncancellable.clone())
                         .build(),

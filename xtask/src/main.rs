@@ -8,6 +8,7 @@
 //! - `demo [FILE]`: the stack, a worker, the API with its demo page, and one video processed end
 //!   to end.
 //! - `test`: the stack, then every test.
+//! - `bench`: the stack, a release build, then `pulse-bench` (Pulse against plain ffmpeg).
 //!
 //! Every command is idempotent.
 
@@ -48,6 +49,19 @@ enum Command {
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
         #[arg(last = true)]
         cargo_args: Vec<String>,
+    },
+    /// Start the stack, build release binaries and time Pulse against plain ffmpeg (see
+    /// BENCHMARKS.md).
+    Bench {
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Runs of each measurement; the table gives their median, min and max.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Skip the scaling runs (a longer clip with 1 and 2 workers).
+        #[arg(long)]
+        no_scaling: bool,
     },
 }
 
@@ -101,6 +115,22 @@ fn main() -> anyhow::Result<()> {
                 .env("PULSE_TEMPORAL_BIN", &tools.temporal)
                 .env("PULSE_GARAGE_BIN", &tools.garage);
             xtask::install::run(&mut test)?;
+        }
+        Command::Bench {
+            json,
+            runs,
+            no_scaling,
+        } => {
+            stack.up()?;
+            stack.cargo(&["build", "--quiet", "--release", "--workspace", "--bins"])?;
+            let release = stack.root().join("target").join("release");
+            let mut bench = stack.command(release.join("pulse-bench"))?;
+            bench
+                .args(["--runs", &runs.to_string()])
+                .args(json.then_some("--json"))
+                .args(no_scaling.then_some("--no-scaling"))
+                .env("PULSE_BIN_DIR", &release);
+            xtask::install::run(&mut bench)?;
         }
     }
     Ok(())

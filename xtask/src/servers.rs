@@ -218,6 +218,8 @@ impl GarageNode {
 data_dir = "{data}"
 db_engine = "sqlite"
 replication_factor = 1
+# Video segments do not compress: trying zstd on every block only costs CPU.
+compression_level = "none"
 rpc_bind_addr = "{rpc}"
 rpc_public_addr = "{rpc}"
 rpc_secret = "{rpc_secret}"

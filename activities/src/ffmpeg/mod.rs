@@ -31,10 +31,12 @@ const READ_TIMEOUT_MICROS: u64 = 30_000_000;
 /// Lines of stderr kept to explain a failure.
 const STDERR_TAIL_LINES: usize = 12;
 
-/// The one input of a command: a source read over HTTP(S) from a presigned URL.
+/// The one input of a command: a source read over HTTP(S) from a presigned URL (or, for the
+/// benchmark's plain ffmpeg baselines, a local file).
 #[derive(Clone, Debug)]
 pub struct SourceInput {
     url: String,
+    protocols: &'static str,
     seek_secs: Option<f64>,
     limit_secs: Option<f64>,
     realtime: bool,
@@ -45,9 +47,18 @@ impl SourceInput {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            protocols: SOURCE_PROTOCOLS,
             seek_secs: None,
             limit_secs: None,
             realtime: false,
+        }
+    }
+
+    /// Reads the file at `path` on this machine, and nothing over the network.
+    pub fn local_file(path: &std::path::Path) -> Self {
+        Self {
+            protocols: "file",
+            ..Self::new(path.display().to_string())
         }
     }
 
@@ -74,7 +85,7 @@ impl SourceInput {
     fn confinement_args(&self) -> Vec<String> {
         let mut args: Vec<String> = [
             "-protocol_whitelist",
-            SOURCE_PROTOCOLS,
+            self.protocols,
             "-format_whitelist",
             SOURCE_FORMATS,
             "-rw_timeout",

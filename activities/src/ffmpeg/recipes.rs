@@ -148,15 +148,17 @@ impl TranscodeRecipe<'_> {
         self.range.start_secs() + TIMESTAMP_BASE_SECS
     }
 
-    /// The ffmpeg command writing, for each variant, HLS segments `seg_NNN.ts` and a growing
-    /// `index.m3u8` into `work_dir/{variant}/`, reporting progress to `progress`.
+    /// The ffmpeg command reading `source` and writing, for each variant, HLS segments
+    /// `seg_NNN.ts` and a growing `index.m3u8` into `work_dir/{variant}/`, reporting progress
+    /// to `progress`.
     pub fn command(
         &self,
-        source_url: &str,
+        source: &SourceInput,
         work_dir: &Path,
         progress: SocketAddr,
     ) -> FfmpegCommand {
-        let mut input = SourceInput::new(source_url)
+        let mut input = source
+            .clone()
             .seek(self.range.start_secs())
             .realtime(self.realtime);
         if let Some(end) = self.range.end {
@@ -288,7 +290,7 @@ mod tests {
         };
         recipe
             .command(
-                "http://s3/src",
+                &SourceInput::new("http://s3/src"),
                 &PathBuf::from("/work/job"),
                 "127.0.0.1:9000".parse().unwrap(),
             )

@@ -1,0 +1,763 @@
+//! `cargo xtask bench`: how fast Pulse turns a video into HLS on this machine, against plain
+//! ffmpeg with the same encoder settings, on the real local stack.
+//!
+//! Each run processes a generated 30 s 1080p30 clip (moving grain, stereo tone) with a fresh
+//! release worker, timing the start call to a playable master and to `done`, while a
+//! [`Sampler`] watches the worker's memory, its ffmpeg children and its temp folder. The same
+//! ladder is then encoded by plain ffmpeg from the local file: one process per variant in turn
+//! (the seed's way), one process making every variant from one decode, and the smallest
+//! variant alone. Fast start and scaling over workers are measured after the runs.
+
+use crate::{
+    media::ClipSpec,
+    media::clip,
+    stack::{Endpoints, TestEnv},
+    worker::WorkerProcess,
+};
+use pulse_activities::{
+    ActivityConfig, Storage,
+    ffmpeg::{
+        SourceInput,
+        progress::ProgressListener,
+        recipes::{Encoding, TranscodeRecipe},
+    },
+    probe::{Limits, plan_source},
+};
+use pulse_workflows::{
+    AssetId, AssetStatus,
+    media::{SegmentRange, SourcePlan, VariantSpec},
+    request::ProcessingSettings,
+};
+use serde::Serialize;
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+/// The clip every run processes.
+pub fn bench_clip() -> ClipSpec {
+    ClipSpec::new(1920, 1080, 30.0).noisy()
+}
+
+/// The longer, smaller clip that shows how the wall time falls as workers are added.
+pub fn scaling_clip() -> ClipSpec {
+    ClipSpec::new(1280, 720, 48.0).noisy()
+}
+
+/// Piece length of the scaling runs: the larger variants of the scaling clip come in 4 pieces.
+const SCALING_CHUNK_SECS: u32 = 12;
+
+/// How often the sampler looks and the playable check polls.
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// Smallest, middle and largest of repeated measurements.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Spread {
+    /// The middle value (the mean of the two middle ones for an even count).
+    pub median: f64,
+    /// The smallest.
+    pub min: f64,
+    /// The largest.
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `values`; all zero for none.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Self {
+        let mut sorted: Vec<f64> = values.into_iter().collect();
+        sorted.sort_by(f64::total_cmp);
+        let Some((&min, &max)) = sorted.first().zip(sorted.last()) else {
+            return Self {
+                median: 0.0,
+                min: 0.0,
+                max: 0.0,
+            };
+        };
+        let middle = sorted.len() / 2;
+        let median = if sorted.len().is_multiple_of(2) {
+            (sorted[middle - 1] + sorted[middle]) / 2.0
+        } else {
+            sorted[middle]
+        };
+        Self { median, min, max }
+    }
+}
+
+/// Peak resource use seen during a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Peaks {
+    /// Peak resident memory of the worker process itself (its `VmHWM`), ffmpeg excluded.
+    pub worker_rss_bytes: u64,
+    /// Peak resident memory of the worker's ffmpeg children together.
+    pub ffmpeg_rss_bytes: u64,
+    /// Peak size of the worker's temp folder.
+    pub temp_disk_bytes: u64,
+}
+
+/// Watches a worker process, its ffmpeg children and its temp folder from a thread.
+pub struct Sampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Peaks>,
+}
+
+impl Sampler {
+    /// Starts watching worker `pid` working in `work_dir`.
+    pub fn start(pid: u32, work_dir: PathBuf) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peaks = Peaks::default();
+            while !stopped.load(Ordering::Relaxed) {
+                let ffmpeg: u64 = ffmpeg_children(pid)
+                    .into_iter()
+                    .filter_map(|child| status_bytes(child, "VmRSS"))
+                    .sum();
+                peaks = Peaks {
+                    worker_rss_bytes: status_bytes(pid, "VmHWM")
+                        .unwrap_or(0)
+                        .max(peaks.worker_rss_bytes),
+                    ffmpeg_rss_bytes: ffmpeg.max(peaks.ffmpeg_rss_bytes),
+                    temp_disk_bytes: folder_bytes(&work_dir).max(peaks.temp_disk_bytes),
+                };
+                std::thread::sleep(SAMPLE_EVERY);
+            }
+            peaks
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops watching; returns the peaks seen.
+    pub fn finish(self) -> Peaks {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the sampler thread panicked")
+    }
+}
+
+/// A `kB` line of `/proc/{pid}/status`, in bytes.
+fn status_bytes(pid: u32, field: &str) -> Option<u64> {
+    proc_bytes(&format!("/proc/{pid}/status"), field)
+}
+
+/// A `Field: N kB` line of a `/proc` file, in bytes.
+fn proc_bytes(file: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let line = text
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))?;
+    let kib: u64 = line.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The ffmpeg processes started by `pid`. Reading each thread's `children` keeps the sampler
+/// from scanning all of `/proc` (and from slowing what it measures).
+fn ffmpeg_children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .filter_map(|child| child.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/comm"))
+                .is_ok_and(|name| name.trim() == "ffmpeg")
+        })
+        .collect()
+}
+
+/// Bytes of the files under `folder`; files that vanish while it counts count as nothing.
+fn folder_bytes(folder: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => folder_bytes(&entry.path()),
+            _ => entry.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+/// Restricts every thread of process `pid` (and so the ffmpeg it starts) to CPU `core`: one
+/// worker on one core stands in for one machine when scaling is shown on a small one.
+fn pin_to_core(pid: u32, core: usize) {
+    let tasks =
+        std::fs::read_dir(format!("/proc/{pid}/task")).expect("listing the worker's threads");
+    for task in tasks.flatten() {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: `set` is a plain bit set that outlives the call, sized as passed.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(core, &mut set);
+            libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+    }
+}
+
+/// How Pulse is run for one measurement.
+#[derive(Clone, Copy, Debug)]
+pub struct Setup {
+    /// Fast start: the smallest variant plays while it is written.
+    pub fast_start: bool,
+    /// Worker processes.
+    pub workers: usize,
+    /// Piece length of the larger variants, if not the default.
+    pub chunk_secs: Option<u32>,
+    /// Whether each worker gets a core of its own.
+    pub core_per_worker: bool,
+}
+
+impl Setup {
+    /// One worker, default settings.
+    pub fn standard() -> Self {
+        Self {
+            fast_start: false,
+            workers: 1,
+            chunk_secs: None,
+            core_per_worker: false,
+        }
+    }
+}
+
+/// How one asset went through Pulse.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct PulseRun {
+    /// From the start call until the master in the bucket lists a playlist with a segment.
+    pub playable_secs: f64,
+    /// From the start call until the asset is done.
+    pub done_secs: f64,
+    /// Events in the workflow's history, once closed.
+    pub history_events: usize,
+    /// Resources of the (first) worker.
+    pub peaks: Peaks,
+}
+
+/// Processes `source` with fresh release workers as `setup` says.
+pub async fn run_pulse(source: &Path, setup: Setup) -> PulseRun {
+    let env = TestEnv::with("bench", Endpoints::shared(), |settings| {
+        // Production retries and heartbeat timeout, not the tests' short ones.
+        let production = ProcessingSettings::default();
+        settings.retry = production.retry;
+        settings.heartbeat_timeout = production.heartbeat_timeout;
+        settings.fast_start = setup.fast_start;
+        if let Some(chunk_secs) = setup.chunk_secs {
+            settings.chunk_secs = f64::from(chunk_secs);
+        }
+    })
+    .await;
+    let workers: Vec<WorkerProcess> = (0..setup.workers)
+        .map(|_| WorkerProcess::spawn(&env, &[]))
+        .collect();
+    if setup.core_per_worker {
+        for (core, worker) in workers.iter().enumerate() {
+            pin_to_core(worker.pid(), core);
+        }
+    }
+    // A tiny asset first, so the clock starts with workers already polling.
+    let warm_up = env
+        .process(&env.asset("warmup"), &clip(&ClipSpec::new(320, 240, 1.0)))
+        .await;
+    assert_eq!(warm_up.status, AssetStatus::Done, "warm-up: {warm_up:?}");
+
+    let asset = env.asset("bench");
+    let key = env
+        .starter
+        .upload(&asset, source)
+        .await
+        .expect("uploading the clip");
+    let sampler = Sampler::start(workers[0].pid(), env.work_dir.path().to_owned());
+    let started = Instant::now();
+    env.starter
+        .start(&asset, &key)
+        .await
+        .expect("starting the workflow");
+    let (playable_secs, (state, done_secs)) = tokio::join!(
+        async {
+            wait_playable(&env.storage, &asset).await;
+            started.elapsed().as_secs_f64()
+        },
+        async {
+            let state = env.wait(&asset).await;
+            (state, started.elapsed().as_secs_f64())
+        }
+    );
+    let peaks = sampler.finish();
+    assert_eq!(state.status, AssetStatus::Done, "{state:?}");
+    // The run closes once the done event is out; the workers stay until then.
+    env.wait_closed(&asset).await;
+    PulseRun {
+        playable_secs,
+        done_secs,
+        history_events: env.history(&asset).await.len(),
+        peaks,
+    }
+}
+
+/// Waits until the master of `asset` lists a variant whose playlist has a segment: what a
+/// player needs to start.
+async fn wait_playable(storage: &Storage, asset: &AssetId) {
+    let keys = asset.keys();
+    loop {
+        if let Some(master) = text(storage, &keys.master()).await
+            && let Ok(master) = m3u8_rs::parse_master_playlist_res(master.as_bytes())
+            && let Some(variant) = master.variants.first()
+        {
+            let playlist_key = format!("{}hls/{}", keys.processed_prefix(), variant.uri);
+            if let Some(playlist) = text(storage, &playlist_key).await
+                && let Ok(playlist) = m3u8_rs::parse_media_playlist_res(playlist.as_bytes())
+                && !playlist.segments.is_empty()
+            {
+                return;
+            }
+        }
+        tokio::time::sleep(SAMPLE_EVERY).await;
+    }
+}
+
+async fn text(storage: &Storage, key: &str) -> Option<String> {
+    let object = storage.get(key).await.ok()??;
+    let bytes = object.body.collect().await.ok()?.into_bytes();
+    String::from_utf8(bytes.to_vec()).ok()
+}
+
+/// Plain ffmpeg on the local file, with Pulse's encoder settings.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct FfmpegRun {
+    /// One ffmpeg per variant, one after the other (the seed's way).
+    pub sequential_secs: f64,
+    /// One ffmpeg making every variant from one decode.
+    pub single_decode_secs: f64,
+    /// The smallest variant alone.
+    pub smallest_secs: f64,
+    /// The smallest variant, then the others from one decode: Pulse's plan done by hand.
+    pub smallest_then_rest_secs: f64,
+    /// The smallest variant beside the others (from one decode, at idle priority).
+    pub smallest_beside_rest_secs: f64,
+}
+
+/// Probes the local `source` as the worker would.
+pub async fn plan_local(source: &Path) -> SourcePlan {
+    let size = std::fs::metadata(source)
+        .expect("reading the clip's size")
+        .len();
+    plan_source(&SourceInput::local_file(source), size, &Limits::default())
+        .await
+        .expect("probing the clip")
+}
+
+/// Encodes the ladder of `plan` with plain ffmpeg the three ways.
+pub async fn run_ffmpeg(source: &Path, plan: &SourcePlan, preset: &str) -> FfmpegRun {
+    let encode = |variants: &[VariantSpec], background: bool| {
+        encode_locally(source, plan, preset, variants.to_vec(), background)
+    };
+    let (smallest, rest) = plan.variants.split_at(1);
+    let mut sequential_secs = 0.0;
+    for variant in &plan.variants {
+        sequential_secs += encode(std::slice::from_ref(variant), false).await;
+    }
+    let smallest_secs = encode(smallest, false).await;
+    let beside = Instant::now();
+    tokio::join!(encode(smallest, false), encode(rest, true));
+    let smallest_beside_rest_secs = beside.elapsed().as_secs_f64();
+    FfmpegRun {
+        sequential_secs,
+        single_decode_secs: encode(&plan.variants, false).await,
+        smallest_secs,
+        smallest_then_rest_secs: smallest_secs + encode(rest, false).await,
+        smallest_beside_rest_secs,
+    }
+}
+
+/// Seconds plain ffmpeg takes to write `variants` of `source` as HLS into a temp folder.
+async fn encode_locally(
+    source: &Path,
+    plan: &SourcePlan,
+    preset: &str,
+    variants: Vec<VariantSpec>,
+    background: bool,
+) -> f64 {
+    let out = tempfile::tempdir().expect("a temp folder for plain ffmpeg");
+    for variant in &variants {
+        std::fs::create_dir_all(out.path().join(&variant.name)).expect("a variant folder");
+    }
+    let recipe = TranscodeRecipe {
+        encoding: Encoding {
+            media: &plan.media,
+            preset,
+        },
+        variants: &variants,
+        range: SegmentRange::whole(),
+        realtime: false,
+    };
+    let progress = ProgressListener::bind().await.expect("a progress socket");
+    let command = recipe
+        .command(
+            &SourceInput::local_file(source),
+            out.path(),
+            progress.addr().expect("the progress socket's address"),
+        )
+        .background(background);
+    let _updates = progress.latest();
+    let started = Instant::now();
+    command
+        .run()
+        .await
+        .unwrap_or_else(|error| panic!("plain ffmpeg failed: {error}"));
+    started.elapsed().as_secs_f64()
+}
+
+/// The machine the numbers come from.
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    /// CPU model.
+    pub cpu: String,
+    /// Cores available to the bench.
+    pub cores: usize,
+    /// Memory, in GiB.
+    pub memory_gib: f64,
+    /// ffmpeg's version line.
+    pub ffmpeg: String,
+    /// The x264 preset of every encode.
+    pub x264_preset: String,
+}
+
+impl Machine {
+    /// This machine, encoding with `preset`.
+    pub fn here(preset: &str) -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|line| line.strip_prefix("model name")?.split_once(':'))
+            .map(|(_, model)| model.trim().to_owned())
+            .unwrap_or_else(|| "unknown".to_owned());
+        let memory = proc_bytes("/proc/meminfo", "MemTotal").unwrap_or(0);
+        let ffmpeg = std::process::Command::new("ffmpeg")
+            .arg("-version")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.lines().next().map(str::to_owned))
+            .unwrap_or_else(|| "ffmpeg not found".to_owned());
+        Self {
+            cpu,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_gib: memory as f64 / (1u64 << 30) as f64,
+            ffmpeg,
+            x264_preset: preset.to_owned(),
+        }
+    }
+}
+
+/// Everything one `cargo xtask bench` measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Where it ran.
+    pub machine: Machine,
+    /// The clip: `WIDTHxHEIGHT, SECS s, FPS fps` and its ladder.
+    pub clip: String,
+    /// Variants made.
+    pub ladder: Vec<String>,
+    /// Pulse, one run per element.
+    pub pulse: Vec<PulseRun>,
+    /// Plain ffmpeg, one run per element.
+    pub ffmpeg: Vec<FfmpegRun>,
+    /// Pulse in fast start, one run per element.
+    pub fast_start: Vec<PulseRun>,
+    /// The scaling clip's time to done with 1 and 2 workers, a core each.
+    pub scaling: Option<Scaling>,
+}
+
+/// Wall time of a longer video as workers are added.
+#[derive(Clone, Debug, Serialize)]
+pub struct Scaling {
+    /// The clip.
+    pub clip: String,
+    /// Piece length of the larger variants.
+    pub chunk_secs: u32,
+    /// (workers, seconds to done).
+    pub done_secs: Vec<(usize, f64)>,
+}
+
+/// The derived numbers the targets are about.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// Pulse's time to playable.
+    pub playable_secs: Spread,
+    /// Pulse's time to done.
+    pub done_secs: Spread,
+    /// Plain ffmpeg, one process per variant in turn.
+    pub sequential_secs: Spread,
+    /// Plain ffmpeg, every variant from one decode.
+    pub single_decode_secs: Spread,
+    /// Plain ffmpeg, the smallest variant alone.
+    pub smallest_secs: Spread,
+    /// Plain ffmpeg, the smallest variant then the others from one decode.
+    pub smallest_then_rest_secs: Spread,
+    /// Plain ffmpeg, the smallest variant beside the others.
+    pub smallest_beside_rest_secs: Spread,
+    /// Pulse's time to done over the single-decode baseline, run by run.
+    pub done_over_single_decode: Spread,
+    /// Pulse's time to done over the sequential baseline, run by run.
+    pub done_over_sequential: Spread,
+    /// Pulse's time to playable minus the smallest variant alone, run by run.
+    pub playable_minus_smallest_secs: Spread,
+    /// Fast start's time to playable.
+    pub fast_start_playable_secs: Spread,
+    /// Fast start's time to done.
+    pub fast_start_done_secs: Spread,
+    /// Peak worker memory, ffmpeg excluded, in MiB.
+    pub worker_rss_mib: Spread,
+    /// Peak memory of the ffmpeg children together, in MiB.
+    pub ffmpeg_rss_mib: Spread,
+    /// Peak temp disk, in MiB.
+    pub temp_disk_mib: Spread,
+    /// Events in the history.
+    pub history_events: Spread,
+}
+
+impl Report {
+    /// The medians, extremes and ratios of the runs.
+    pub fn summary(&self) -> Summary {
+        let pulse = |f: fn(&PulseRun) -> f64| Spread::of(self.pulse.iter().map(f));
+        let fast = |f: fn(&PulseRun) -> f64| Spread::of(self.fast_start.iter().map(f));
+        let plain = |f: fn(&FfmpegRun) -> f64| Spread::of(self.ffmpeg.iter().map(f));
+        let paired = |f: fn(&PulseRun, &FfmpegRun) -> f64| {
+            Spread::of(self.pulse.iter().zip(&self.ffmpeg).map(|(p, b)| f(p, b)))
+        };
+        let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
+        Summary {
+            playable_secs: pulse(|r| r.playable_secs),
+            done_secs: pulse(|r| r.done_secs),
+            sequential_secs: plain(|r| r.sequential_secs),
+            single_decode_secs: plain(|r| r.single_decode_secs),
+            smallest_secs: plain(|r| r.smallest_secs),
+            smallest_then_rest_secs: plain(|r| r.smallest_then_rest_secs),
+            smallest_beside_rest_secs: plain(|r| r.smallest_beside_rest_secs),
+            done_over_single_decode: paired(|p, b| p.done_secs / b.single_decode_secs),
+            done_over_sequential: paired(|p, b| p.done_secs / b.sequential_secs),
+            playable_minus_smallest_secs: paired(|p, b| p.playable_secs - b.smallest_secs),
+            fast_start_playable_secs: fast(|r| r.playable_secs),
+            fast_start_done_secs: fast(|r| r.done_secs),
+            worker_rss_mib: Spread::of(self.pulse.iter().map(|r| mib(r.peaks.worker_rss_bytes))),
+            ffmpeg_rss_mib: Spread::of(self.pulse.iter().map(|r| mib(r.peaks.ffmpeg_rss_bytes))),
+            temp_disk_mib: Spread::of(self.pulse.iter().map(|r| mib(r.peaks.temp_disk_bytes))),
+            history_events: pulse(|r| r.history_events as f64),
+        }
+    }
+
+    /// The report as a text table.
+    pub fn table(&self) -> String {
+        let summary = self.summary();
+        let m = &self.machine;
+        let mut out = format!(
+            "{} ({} cores, {:.0} GiB), {}, x264 preset {}\n{}: {}, {} runs\n\n",
+            m.cpu,
+            m.cores,
+            m.memory_gib,
+            m.ffmpeg,
+            m.x264_preset,
+            self.clip,
+            self.ladder.join(" "),
+            self.pulse.len()
+        );
+        out.push_str(&format!(
+            "{:<44} {:>9} {:>9} {:>9}\n",
+            "measure", "median", "min", "max"
+        ));
+        let rows: [(&str, Spread); 16] = [
+            ("time to playable (s)", summary.playable_secs),
+            ("time to done (s)", summary.done_secs),
+            (
+                "plain ffmpeg, one per variant in turn (s)",
+                summary.sequential_secs,
+            ),
+            (
+                "plain ffmpeg, one decode for all (s)",
+                summary.single_decode_secs,
+            ),
+            (
+                "plain ffmpeg, smallest variant alone (s)",
+                summary.smallest_secs,
+            ),
+            (
+                "plain ffmpeg, smallest, then the rest (s)",
+                summary.smallest_then_rest_secs,
+            ),
+            (
+                "plain ffmpeg, smallest beside the rest (s)",
+                summary.smallest_beside_rest_secs,
+            ),
+            ("done / one decode for all", summary.done_over_single_decode),
+            (
+                "done / one per variant in turn",
+                summary.done_over_sequential,
+            ),
+            (
+                "playable - smallest alone (s)",
+                summary.playable_minus_smallest_secs,
+            ),
+            (
+                "fast start: time to playable (s)",
+                summary.fast_start_playable_secs,
+            ),
+            ("fast start: time to done (s)", summary.fast_start_done_secs),
+            (
+                "peak worker RSS, ffmpeg excluded (MiB)",
+                summary.worker_rss_mib,
+            ),
+            (
+                "peak ffmpeg RSS, all children (MiB)",
+                summary.ffmpeg_rss_mib,
+            ),
+            ("peak temp disk (MiB)", summary.temp_disk_mib),
+            ("history events", summary.history_events),
+        ];
+        for (name, spread) in rows {
+            out.push_str(&format!(
+                "{name:<44} {:>9.2} {:>9.2} {:>9.2}\n",
+                spread.median, spread.min, spread.max
+            ));
+        }
+        if let Some(scaling) = &self.scaling {
+            out.push_str(&format!(
+                "\nscaling, {} in {} s pieces, a core per worker:\n",
+                scaling.clip, scaling.chunk_secs
+            ));
+            for (workers, secs) in &scaling.done_secs {
+                out.push_str(&format!("  {workers} worker(s): done in {secs:.1} s\n"));
+            }
+        }
+        out
+    }
+}
+
+/// What `cargo xtask bench` asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Runs of each measurement.
+    pub runs: usize,
+    /// Whether to measure scaling over workers too.
+    pub scaling: bool,
+}
+
+/// Runs the whole benchmark; progress goes to stderr.
+pub async fn run(options: Options) -> Report {
+    let preset = ActivityConfig::from_env()
+        .expect("reading the worker settings")
+        .x264_preset;
+    let spec = bench_clip();
+    eprintln!("generating the clip...");
+    let source = clip(&spec);
+    let plan = plan_local(&source).await;
+    let mut report = Report {
+        machine: Machine::here(&preset),
+        clip: describe(&spec),
+        ladder: plan.variants.iter().map(|v| v.name.clone()).collect(),
+        pulse: Vec::new(),
+        ffmpeg: Vec::new(),
+        fast_start: Vec::new(),
+        scaling: None,
+    };
+    for run in 1..=options.runs {
+        eprintln!("run {run}/{}: Pulse", options.runs);
+        report
+            .pulse
+            .push(run_pulse(&source, Setup::standard()).await);
+        eprintln!("run {run}/{}: plain ffmpeg", options.runs);
+        report
+            .ffmpeg
+            .push(run_ffmpeg(&source, &plan, &preset).await);
+        eprintln!("run {run}/{}: Pulse, fast start", options.runs);
+        let fast_start = Setup {
+            fast_start: true,
+            ..Setup::standard()
+        };
+        report.fast_start.push(run_pulse(&source, fast_start).await);
+    }
+    if options.scaling {
+        report.scaling = Some(run_scaling().await);
+    }
+    report
+}
+
+/// The scaling clip with 1, then 2 workers, a core each.
+async fn run_scaling() -> Scaling {
+    let spec = scaling_clip();
+    let source = clip(&spec);
+    let mut done_secs = Vec::new();
+    for workers in [1, 2] {
+        eprintln!("scaling: {workers} worker(s)");
+        let setup = Setup {
+            workers,
+            chunk_secs: Some(SCALING_CHUNK_SECS),
+            core_per_worker: true,
+            ..Setup::standard()
+        };
+        done_secs.push((workers, run_pulse(&source, setup).await.done_secs));
+    }
+    Scaling {
+        clip: describe(&spec),
+        chunk_secs: SCALING_CHUNK_SECS,
+        done_secs,
+    }
+}
+
+fn describe(spec: &ClipSpec) -> String {
+    format!(
+        "{}x{} {} s {} fps{}{}",
+        spec.width,
+        spec.height,
+        spec.secs,
+        spec.fps,
+        if spec.noisy { " grain" } else { "" },
+        if spec.audio { " stereo" } else { "" }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spreads_take_the_middle_and_the_extremes() {
+        assert_eq!(
+            Spread::of([3.0, 1.0, 2.0]),
+            Spread {
+                median: 2.0,
+                min: 1.0,
+                max: 3.0
+            }
+        );
+        assert_eq!(Spread::of([4.0, 1.0, 2.0, 3.0]).median, 2.5);
+        assert_eq!(Spread::of([]).max, 0.0);
+    }
+
+    #[test]
+    fn the_sampler_sees_this_process_and_its_folder() {
+        let folder = tempfile::tempdir().unwrap();
+        std::fs::create_dir(folder.path().join("job")).unwrap();
+        std::fs::write(folder.path().join("job/seg_000.ts"), vec![0u8; 4096]).unwrap();
+        let sampler = Sampler::start(std::process::id(), folder.path().to_owned());
+        std::thread::sleep(SAMPLE_EVERY * 3);
+        let peaks = sampler.finish();
+        assert_eq!(peaks.temp_disk_bytes, 4096);
+        assert!(peaks.worker_rss_bytes > 1 << 20, "{peaks:?}");
+        assert_eq!(peaks.ffmpeg_rss_bytes, 0);
+    }
+}
