@@ -88,12 +88,22 @@ async fn operators_find_partial_assets_and_read_why() {
             .unwrap()
             .contains(&format!("uploads/{asset}/source"))
     );
-    let summaries: Vec<String> = env
-        .activity_runs(&asset)
-        .await
-        .into_iter()
-        .filter_map(|run| run.summary)
-        .collect();
+    // The terminal event follows the state once the progress reporter has stopped.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let summaries = loop {
+        let summaries: Vec<String> = env
+            .activity_runs(&asset)
+            .await
+            .into_iter()
+            .filter_map(|run| run.summary)
+            .collect();
+        if summaries.iter().any(|s| s == "send the failed event")
+            || tokio::time::Instant::now() > deadline
+        {
+            break summaries;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     for expected in [
         "probe the source",
         "make the thumbnail",
