@@ -1,6 +1,6 @@
 //! `VideoWorkflow`: one run per asset, from uploaded source to a cached HLS ladder.
 //!
-//! It reads like the seed's orchestrator: probe, thumbnail, transcode smallest first, publish a
+//! It reads like the seed's orchestrator: probe, transcode smallest first, thumbnail, publish a
 //! master playlist that grows as variants finish, cache it for good at the end. What finished,
 //! what failed and why are workflow state, answered by the `status` query; a crashed worker's
 //! replacement replays that state instead of reading flags, so a finished variant is never made
@@ -99,8 +99,19 @@ pub struct VideoWorkflow {
 }
 
 impl VideoWorkflow {
-    /// Queues the `playable` event, or holds it until the thumbnail is settled.
-    fn announce_playable(&mut self, playable: Notification) {
+    /// Marks a processing asset playable through the master at `master_key` and queues the
+    /// `playable` event, or holds it until the thumbnail is settled. Nothing happens once the
+    /// asset plays.
+    fn become_playable(&mut self, master_key: String, at_unix_ms: u64) {
+        if self.state.status != AssetStatus::Processing {
+            return;
+        }
+        self.state.status = AssetStatus::Playable;
+        self.state.master_key = Some(master_key.clone());
+        let playable = Notification {
+            object_key: Some(master_key),
+            ..notification(&self.state.asset_id, Stage::Playable, at_unix_ms)
+        };
         if self.thumbnail_settled {
             self.outbox.push_back(playable);
         } else {
@@ -175,14 +186,7 @@ impl VideoWorkflow {
                 self.renditions.push(rendition);
             }
         }
-        let master_key = master.key;
-        self.state.status = AssetStatus::Playable;
-        self.state.master_key = Some(master_key.clone());
-        let at = unix_ms(ctx.workflow_time());
-        self.announce_playable(Notification {
-            object_key: Some(master_key),
-            ..notification(&self.state.asset_id, Stage::Playable, at)
-        });
+        self.become_playable(master.key, unix_ms(ctx.workflow_time()));
     }
 
     #[update_validator(retry)]
@@ -354,12 +358,14 @@ impl Pipeline {
                 .iter()
                 .map(|range| progress::cost(&rest, range.duration_secs(duration))),
         );
+        // The jobs share what is left of the scale above the settled progress.
+        let above_settled =
+            |at: f64| settled + (progress::BEFORE_DONE - settled) * at / progress::BEFORE_DONE;
         let mut spans = progress::spans(&costs)
             .into_iter()
             .map(|span| ProgressSpan {
-                start: settled
-                    + (progress::BEFORE_DONE - settled) * span.start / progress::BEFORE_DONE,
-                end: settled + (progress::BEFORE_DONE - settled) * span.end / progress::BEFORE_DONE,
+                start: above_settled(span.start),
+                end: above_settled(span.end),
             });
         let first = first.map(|variants| Job {
             variants,
@@ -496,25 +502,18 @@ impl Pipeline {
             Ok(published) => published,
             Err(error) => return Some(self.fail(variants, &error)),
         };
-        let first_playable = self.ctx.state_mut(|workflow| {
+        let at = unix_ms(self.ctx.workflow_time());
+        self.ctx.state_mut(|workflow| {
             workflow.renditions = published.renditions;
-            let state = &mut workflow.state;
             for variant in variants {
-                state.set_variant(&variant.name, VariantStatus::Done);
+                workflow
+                    .state
+                    .set_variant(&variant.name, VariantStatus::Done);
             }
-            state.master_key = Some(published.key.clone());
-            let first = state.status == AssetStatus::Processing;
-            if first {
-                state.status = AssetStatus::Playable;
-            }
-            first
+            workflow.state.master_key = Some(published.key.clone());
+            workflow.become_playable(published.key, at);
         });
         self.reflect();
-        if first_playable {
-            let playable = self.notification(Stage::Playable, Some(published.key));
-            self.ctx
-                .state_mut(|workflow| workflow.announce_playable(playable));
-        }
         None
     }
 
