@@ -24,6 +24,7 @@ use pulse_workflows::{
     media::{Rendition, SourcePlan, TranscodeOutput},
     progress::TranscodeCheckpoint,
 };
+use serde::{Serialize, de::DeserializeOwned};
 use std::{sync::Arc, time::Duration};
 use temporalio_client::{
     Client, WorkflowDescribeOptions, WorkflowHandle, WorkflowQueryOptions, WorkflowSignalOptions,
@@ -187,13 +188,8 @@ impl PulseActivities {
             )));
         }
         // What earlier attempts of this transcode uploaded and reached.
-        let previous: TranscodeCheckpoint = ctx
-            .heartbeat_details()
-            .deserialize()
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let (checkpoints, mut latest) = watch::channel(previous.clone());
+        let previous: TranscodeCheckpoint = last_heartbeat(&ctx);
+        let (checkpoints, latest) = watch::channel(previous.clone());
         let (first_published, published) = oneshot::channel();
         let work = transcode::transcode(
             &self.storage,
@@ -203,19 +199,7 @@ impl PulseActivities {
             checkpoints,
             job.live.then_some(first_published),
         );
-        // Beating also when nothing changed tells Temporal the worker is alive while ffmpeg
-        // waits (on a slow source, say); a dead worker stops beating and is replaced.
-        let heartbeats = async {
-            let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
-            loop {
-                tokio::select! {
-                    changed = latest.changed() => if changed.is_err() { break },
-                    _ = beat.tick() => {}
-                }
-                let checkpoint = latest.borrow_and_update().clone();
-                let _ = ctx.record_heartbeat(checkpoint).await;
-            }
-        };
+        let heartbeats = heartbeat(&ctx, latest);
         let announce = async {
             let Ok(master) = published.await else {
                 return;
@@ -288,13 +272,8 @@ impl PulseActivities {
         let Some(workflow) = ctx.workflow_handle::<VideoWorkflow>() else {
             return Ok(());
         };
-        let last_sent: f64 = ctx
-            .heartbeat_details()
-            .deserialize()
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let (sent, mut latest) = watch::channel(last_sent);
+        let last_sent: f64 = last_heartbeat(&ctx);
+        let (sent, latest) = watch::channel(last_sent);
         let source = WorkflowProgress(workflow);
         let reporting = reporter::report(
             &source,
@@ -305,14 +284,7 @@ impl PulseActivities {
                 sent.send_replace(value);
             },
         );
-        let heartbeats = async {
-            let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
-            loop {
-                beat.tick().await;
-                let value = *latest.borrow_and_update();
-                let _ = ctx.record_heartbeat(value).await;
-            }
-        };
+        let heartbeats = heartbeat(&ctx, latest);
         tokio::select! {
             () = reporting => Ok(()),
             () = heartbeats => Ok(()),
@@ -357,6 +329,34 @@ where
 
 /// Runs `work` unless the activity is cancelled first; dropping it kills its ffmpeg and removes
 /// its temp folder.
+/// What the last attempt of this activity heartbeated, or the default on a first attempt.
+fn last_heartbeat<T: DeserializeOwned + Default + 'static>(ctx: &ActivityContext) -> T {
+    ctx.heartbeat_details()
+        .deserialize()
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Heartbeats the latest value of `latest` whenever it changes and every [`HEARTBEAT_EVERY`]
+/// until its sender is gone. Beating also when nothing changed tells Temporal the worker is
+/// alive while ffmpeg waits (on a slow source, say); a dead worker stops beating and is
+/// replaced.
+async fn heartbeat<T: Serialize + Clone + 'static>(
+    ctx: &ActivityContext,
+    mut latest: watch::Receiver<T>,
+) {
+    let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+    loop {
+        tokio::select! {
+            changed = latest.changed() => if changed.is_err() { break },
+            _ = beat.tick() => {}
+        }
+        let value = latest.borrow_and_update().clone();
+        let _ = ctx.record_heartbeat(value).await;
+    }
+}
+
 async fn until_cancelled<T>(
     ctx: &ActivityContext,
     work: impl Future<Output = anyhow::Result<T>>,
