@@ -110,7 +110,7 @@ fn main() -> anyhow::Result<()> {
             stack.cargo(&["build", "--workspace", "--bins"])?;
             // Fault tests run private servers they can kill: tell them where the tools are.
             let mut test = stack.command(xtask::install::cargo())?;
-            test.args(["test", "--workspace"])
+            test.args(["test", "--workspace", "--no-fail-fast"])
                 .args(cargo_args)
                 .env("PULSE_TEMPORAL_BIN", &tools.temporal)
                 .env("PULSE_GARAGE_BIN", &tools.garage);
