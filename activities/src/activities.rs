@@ -117,13 +117,7 @@ impl PulseActivities {
     /// ones listed before.
     async fn write_master(&self, job: &MasterJob) -> anyhow::Result<PublishedMaster> {
         let keys = job.asset_id.keys();
-        // A variant listed while it was written (fast start) is replaced by its complete self.
-        let mut renditions: Vec<Rendition> = job
-            .listed
-            .iter()
-            .filter(|listed| job.completed.iter().all(|c| c.spec.name != listed.name))
-            .cloned()
-            .collect();
+        let mut renditions: Vec<Rendition> = job.kept_listed().cloned().collect();
         for variant in &job.completed {
             self.storage
                 .put_text(

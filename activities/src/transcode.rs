@@ -39,8 +39,9 @@ use tokio::sync::{oneshot, watch};
 
 /// How long presigned source URLs stay valid: longer than any transcode attempt.
 pub const PRESIGN_TTL: Duration = Duration::from_secs(12 * 60 * 60);
-/// How often the work folders are checked for finished segments.
-const SCAN_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the work folders are checked for finished segments: often, since a fast-start
+/// player waits for the first one (a scan reads a few small playlists).
+const SCAN_INTERVAL: Duration = Duration::from_millis(100);
 /// How much shorter than its source a variant may be before the source counts as cut off.
 const TRUNCATION_TOLERANCE_SECS: f64 = 1.0;
 

@@ -83,6 +83,16 @@ pub struct MasterJob {
     pub completed: Vec<CompletedVariant>,
 }
 
+impl MasterJob {
+    /// The listed variants the master keeps: a variant listed while it was written (fast
+    /// start) is replaced by its complete self.
+    pub fn kept_listed(&self) -> impl Iterator<Item = &Rendition> {
+        self.listed
+            .iter()
+            .filter(|listed| self.completed.iter().all(|c| c.spec.name != listed.name))
+    }
+}
+
 /// Output of `publish_master`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PublishedMaster {

@@ -724,8 +724,7 @@ impl Pipeline {
         job: MasterJob,
     ) -> Result<crate::contract::PublishedMaster, ActivityExecutionError> {
         let names: Vec<&str> = job
-            .listed
-            .iter()
+            .kept_listed()
             .map(|r| r.name.as_str())
             .chain(job.completed.iter().map(|c| c.spec.name.as_str()))
             .collect();
