@@ -322,19 +322,15 @@ fn seconds_since(start: SystemTime, end: SystemTime) -> f64 {
 
 /// The terminal event of `asset`, once the receiver accepted it.
 async fn wait_terminal_event(receiver: &Receiver, asset: &AssetId) -> Event {
-    let deadline = Instant::now() + ASSET_TIMEOUT;
-    loop {
-        if let Some(event) = receiver.accepted_events().into_iter().find(|event| {
-            event.asset_id == asset.as_str() && event.stage.is_some_and(Stage::is_terminal)
-        }) {
-            return event;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{asset} did not finish within {ASSET_TIMEOUT:?}"
-        );
-        tokio::time::sleep(SAMPLE_EVERY).await;
-    }
+    let terminal = |event: &Event| {
+        event.asset_id == asset.as_str() && event.stage.is_some_and(Stage::is_terminal)
+    };
+    receiver
+        .wait_for(ASSET_TIMEOUT, "terminal event of the asset", terminal)
+        .await
+        .into_iter()
+        .find(terminal)
+        .expect("wait_for returns once the event is there")
 }
 
 /// Waits until the master of `asset` lists a variant whose playlist has a segment: what a

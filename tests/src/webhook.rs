@@ -109,18 +109,29 @@ impl Receiver {
 
     /// Waits until an accepted delivery carries a terminal stage (done or failed).
     pub async fn wait_for_terminal_event(&self, timeout: Duration) -> Vec<Event> {
+        self.wait_for(timeout, "terminal event", |event| {
+            event.stage.is_some_and(|s| s.is_terminal())
+        })
+        .await
+    }
+
+    /// Waits until an accepted delivery carries an event that `wanted` (described by `what`);
+    /// returns the accepted events so far.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        wanted: impl Fn(&Event) -> bool,
+    ) -> Vec<Event> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let events = self.accepted_events();
-            if events
-                .iter()
-                .any(|e| e.stage.is_some_and(|s| s.is_terminal()))
-            {
+            if events.iter().any(&wanted) {
                 return events;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "no terminal event within {timeout:?}; got {events:#?}"
+                "no {what} within {timeout:?}; got {events:#?}"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
