@@ -5,6 +5,7 @@ use std::{
     fs::File,
     path::PathBuf,
     process::{Child, Command, Stdio},
+    time::{Duration, Instant},
 };
 
 /// The path of a workspace binary built by `cargo build --bins` (`cargo xtask test` builds them
@@ -74,6 +75,25 @@ impl WorkerProcess {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Asks the worker to stop with SIGTERM, as a supervisor would, and waits until it exited;
+    /// returns how long that took. Panics if it is still running after `limit`.
+    pub fn terminate(&mut self, limit: Duration) -> Duration {
+        let asked = Instant::now();
+        let pid = libc::pid_t::try_from(self.pid()).expect("a pid fits pid_t");
+        // SAFETY: kill(2) with a valid signal number only sends a signal.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        while asked.elapsed() < limit {
+            if !self.is_running() {
+                return asked.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "pulse-worker still runs {limit:?} after SIGTERM; its output:\n{}",
+            self.output()
+        );
     }
 
     /// Whether the process is still running.

@@ -1,5 +1,5 @@
 //! Real faults on real servers (SPEC section 6, issue "crash-proof processing"): a worker killed
-//! with SIGKILL mid-variant, the S3 server stopped mid-job, the Temporal server killed and
+//! with SIGKILL or stopped with SIGTERM mid-variant, the S3 server stopped mid-job, the Temporal server killed and
 //! restarted, a cancelled workflow, several videos at once, and an operator's retry.
 //!
 //! Variants marked with `PULSE_FAULT_REALTIME_VARIANTS` encode no faster than real time, so the
@@ -51,17 +51,45 @@ fn job_folders(env: &TestEnv) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// How a worker goes away in the middle of a variant.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Stop {
+    /// SIGKILL, as a crash or the OOM killer: Temporal notices the missing heartbeats.
+    Kill,
+    /// SIGTERM, as a supervisor stopping it: after its grace period it cancels the transcode,
+    /// cleans up and reports the activity failed, so it is retried at once.
+    Terminate,
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_mid_variant_is_replaced_and_the_variant_resumes() {
-    let env = TestEnv::with("killed", Endpoints::shared(), |settings| {
+    a_worker_stopped_mid_variant(Stop::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_terminated_mid_variant_exits_promptly_and_the_variant_resumes_elsewhere() {
+    a_worker_stopped_mid_variant(Stop::Terminate).await;
+}
+
+/// Stops the worker as `stop` says while 360p is half done, starts another, and checks that
+/// nothing finished is redone, 360p resumes where it was and the asset plays completely.
+async fn a_worker_stopped_mid_variant(stop: Stop) {
+    let name = format!("{stop:?}").to_lowercase();
+    let env = TestEnv::with(&name, Endpoints::shared(), |settings| {
         settings.heartbeat_timeout = Duration::from_secs(3);
         settings.retry.max_attempts = 5;
     })
     .await;
-    let mut first = WorkerProcess::spawn(&env, &[("PULSE_FAULT_REALTIME_VARIANTS", "360p")]);
+    let mut first = WorkerProcess::spawn(
+        &env,
+        &[
+            ("PULSE_FAULT_REALTIME_VARIANTS", "360p"),
+            ("PULSE_SHUTDOWN_GRACE_SECS", "1"),
+        ],
+    );
     let spec = ClipSpec::new(854, 480, 16.0);
     let source = media::clip(&spec);
-    let asset = env.asset("killed");
+    let asset = env.asset(&name);
     let key = env.starter.upload(&asset, &source).await.unwrap();
     env.starter.start(&asset, &key).await.unwrap();
 
@@ -69,15 +97,28 @@ async fn a_worker_killed_mid_variant_is_replaced_and_the_variant_resumes() {
     let before = env.wait_for_segments(&asset, "360p", 2).await;
     let state = env.starter.status(&asset).await.unwrap();
     assert_eq!(state.variants[0].status, VariantStatus::Done, "{state:?}");
-    first.kill();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    match stop {
+        Stop::Kill => {
+            first.kill();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Stop::Terminate => {
+            let took = first.terminate(Duration::from_secs(30));
+            assert!(
+                took < Duration::from_secs(10),
+                "a terminated worker exits soon after its 1 s grace period, not when its \
+                 transcode is over: it took {took:?}"
+            );
+        }
+    }
     assert!(
         ffmpeg_processes_of(&asset).is_empty(),
         "ffmpeg dies with its worker"
     );
-    assert!(
-        !job_folders(&env).is_empty(),
-        "a killed worker cannot clean up"
+    assert_eq!(
+        job_folders(&env).is_empty(),
+        stop == Stop::Terminate,
+        "only a worker that was asked to stop can clean up"
     );
 
     let _second = WorkerProcess::spawn(&env, &[]);
@@ -132,7 +173,7 @@ async fn a_worker_killed_mid_variant_is_replaced_and_the_variant_resumes() {
     .await;
     assert!(
         job_folders(&env).is_empty(),
-        "the new worker swept the dead one's temp folder"
+        "no temp folder is left: the new worker swept a dead one's"
     );
 }
 

@@ -35,6 +35,11 @@ pub struct WorkerSettings {
     pub light_queue: String,
     /// Heavy activities run at once; each transcode already uses every core.
     pub max_heavy_activities: usize,
+    /// How long running activities may go on after SIGINT or SIGTERM. Then they are cancelled
+    /// (ffmpeg is killed, temp files removed) and Temporal retries them on another worker, a
+    /// transcode from its last heartbeated segment: a transcode can take hours, and a worker
+    /// waiting for it would be killed outright by its supervisor anyway.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -47,11 +52,13 @@ impl Default for WorkerSettings {
             video_queue: DEFAULT_VIDEO_QUEUE.to_owned(),
             light_queue: DEFAULT_LIGHT_QUEUE.to_owned(),
             max_heavy_activities: 2,
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }
 
-/// Runs the worker until SIGINT or SIGTERM, then lets running tasks finish.
+/// Runs the worker until SIGINT or SIGTERM, then gives running tasks
+/// [`WorkerSettings::shutdown_grace`] to finish.
 pub async fn run(settings: WorkerSettings) -> anyhow::Result<()> {
     let options = RuntimeOptions::builder()
         .build()
@@ -73,9 +80,14 @@ pub async fn run(settings: WorkerSettings) -> anyhow::Result<()> {
         tracing::info!(queue, "polling");
     }
     let shutdowns: Vec<_> = workers.iter().map(Worker::shutdown_handle).collect();
+    let grace = settings.shutdown_grace;
     tokio::spawn(async move {
         shutdown_signal().await;
-        tracing::info!("shutting down: finishing running tasks");
+        tracing::info!(
+            grace_secs = grace.as_secs_f64(),
+            "shutting down: running tasks may finish within the grace period, then they are \
+             handed to another worker"
+        );
         shutdowns.iter().for_each(|shutdown| shutdown());
     });
     futures::future::try_join_all(workers.iter_mut().map(Worker::run)).await?;
@@ -92,11 +104,14 @@ fn worker_options(
             .tuner(slots(settings.max_heavy_activities))
             // Live progress in the Temporal UI and `pulse-starter watch` comes from heartbeats.
             .max_heartbeat_throttle_interval(HEARTBEAT_INTERVAL)
+            .graceful_shutdown_period(settings.shutdown_grace)
             .build();
         activities.register_heavy(&mut options);
         Ok(options)
     } else if queue == settings.light_queue {
-        let mut options = WorkerOptions::new(queue).build();
+        let mut options = WorkerOptions::new(queue)
+            .graceful_shutdown_period(settings.shutdown_grace)
+            .build();
         options.register_workflow::<VideoWorkflow>()?;
         activities.register_light(&mut options);
         Ok(options)

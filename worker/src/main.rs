@@ -23,6 +23,19 @@ struct Args {
     /// Heavy activities (probe, thumbnail, transcode) run at once.
     #[arg(long, env = "PULSE_MAX_HEAVY_ACTIVITIES", default_value_t = 2)]
     max_heavy_activities: usize,
+    /// Seconds running activities may go on after SIGINT or SIGTERM before they are cancelled
+    /// and handed to another worker; keep it below the supervisor's stop timeout.
+    #[arg(long, env = "PULSE_SHUTDOWN_GRACE_SECS", default_value_t = 5.0, value_parser = grace_secs)]
+    shutdown_grace_secs: f64,
+}
+
+fn grace_secs(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=86_400.0).contains(&secs) => Ok(secs),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds from 0 to 86400"
+        )),
+    }
 }
 
 #[tokio::main]
@@ -39,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
         video_queue: args.video_queue,
         light_queue: args.light_queue,
         max_heavy_activities: args.max_heavy_activities,
+        shutdown_grace: std::time::Duration::from_secs_f64(args.shutdown_grace_secs),
     })
     .await
 }
