@@ -385,65 +385,84 @@ pub async fn plan_local(source: &Path) -> SourcePlan {
         .expect("probing the clip")
 }
 
-/// Encodes the ladder of `plan` with plain ffmpeg the three ways.
-pub async fn run_ffmpeg(source: &Path, plan: &SourcePlan, preset: &str) -> FfmpegRun {
-    let encode = |variants: &[VariantSpec], background: bool| {
-        encode_locally(source, plan, preset, variants.to_vec(), background)
-    };
-    let (smallest, rest) = plan.variants.split_at(1);
-    let mut sequential_secs = 0.0;
-    for variant in &plan.variants {
-        sequential_secs += encode(std::slice::from_ref(variant), false).await;
-    }
-    let smallest_secs = encode(smallest, false).await;
-    let beside = Instant::now();
-    tokio::join!(encode(smallest, false), encode(rest, true));
-    let smallest_beside_rest_secs = beside.elapsed().as_secs_f64();
-    FfmpegRun {
-        sequential_secs,
-        single_decode_secs: encode(&plan.variants, false).await,
-        smallest_secs,
-        smallest_then_rest_secs: smallest_secs + encode(rest, false).await,
-        smallest_beside_rest_secs,
-    }
+/// Plain ffmpeg on the local clip with Pulse's encoder settings.
+pub struct Baselines<'a> {
+    /// The clip.
+    pub source: &'a Path,
+    /// Its ladder, as the worker plans it.
+    pub plan: &'a SourcePlan,
+    /// The x264 preset.
+    pub preset: &'a str,
 }
 
-/// Seconds plain ffmpeg takes to write `variants` of `source` as HLS into a temp folder.
-async fn encode_locally(
-    source: &Path,
-    plan: &SourcePlan,
-    preset: &str,
-    variants: Vec<VariantSpec>,
-    background: bool,
-) -> f64 {
-    let out = tempfile::tempdir().expect("a temp folder for plain ffmpeg");
-    for variant in &variants {
-        std::fs::create_dir_all(out.path().join(&variant.name)).expect("a variant folder");
+/// The two baselines the targets compare Pulse with.
+#[derive(Clone, Copy, Debug)]
+pub struct TargetBaselines {
+    /// The smallest variant alone.
+    pub smallest_secs: f64,
+    /// Every variant from one decode.
+    pub single_decode_secs: f64,
+}
+
+impl Baselines<'_> {
+    /// The baselines of the targets, to be measured right beside Pulse.
+    pub async fn targets(&self) -> TargetBaselines {
+        TargetBaselines {
+            smallest_secs: self.encode(&self.plan.variants[..1], false).await,
+            single_decode_secs: self.encode(&self.plan.variants, false).await,
+        }
     }
-    let recipe = TranscodeRecipe {
-        encoding: Encoding {
-            media: &plan.media,
-            preset,
-        },
-        variants: &variants,
-        range: SegmentRange::whole(),
-        realtime: false,
-    };
-    let progress = ProgressListener::bind().await.expect("a progress socket");
-    let command = recipe
-        .command(
-            &SourceInput::local_file(source),
-            out.path(),
-            progress.addr().expect("the progress socket's address"),
-        )
-        .background(background);
-    let _updates = progress.latest();
-    let started = Instant::now();
-    command
-        .run()
-        .await
-        .unwrap_or_else(|error| panic!("plain ffmpeg failed: {error}"));
-    started.elapsed().as_secs_f64()
+
+    /// Every other way, completing `targets` into one run.
+    pub async fn others(&self, targets: TargetBaselines) -> FfmpegRun {
+        let (smallest, rest) = self.plan.variants.split_at(1);
+        let mut sequential_secs = 0.0;
+        for variant in &self.plan.variants {
+            sequential_secs += self.encode(std::slice::from_ref(variant), false).await;
+        }
+        let beside = Instant::now();
+        tokio::join!(self.encode(smallest, false), self.encode(rest, true));
+        let smallest_beside_rest_secs = beside.elapsed().as_secs_f64();
+        FfmpegRun {
+            sequential_secs,
+            single_decode_secs: targets.single_decode_secs,
+            smallest_secs: targets.smallest_secs,
+            smallest_then_rest_secs: targets.smallest_secs + self.encode(rest, false).await,
+            smallest_beside_rest_secs,
+        }
+    }
+
+    /// Seconds plain ffmpeg takes to write `variants` of the clip as HLS into a temp folder.
+    async fn encode(&self, variants: &[VariantSpec], background: bool) -> f64 {
+        let out = tempfile::tempdir().expect("a temp folder for plain ffmpeg");
+        for variant in variants {
+            std::fs::create_dir_all(out.path().join(&variant.name)).expect("a variant folder");
+        }
+        let recipe = TranscodeRecipe {
+            encoding: Encoding {
+                media: &self.plan.media,
+                preset: self.preset,
+            },
+            variants,
+            range: SegmentRange::whole(),
+            realtime: false,
+        };
+        let progress = ProgressListener::bind().await.expect("a progress socket");
+        let command = recipe
+            .command(
+                &SourceInput::local_file(self.source),
+                out.path(),
+                progress.addr().expect("the progress socket's address"),
+            )
+            .background(background);
+        let _updates = progress.latest();
+        let started = Instant::now();
+        command
+            .run()
+            .await
+            .unwrap_or_else(|error| panic!("plain ffmpeg failed: {error}"));
+        started.elapsed().as_secs_f64()
+    }
 }
 
 /// The machine the numbers come from.
@@ -698,15 +717,25 @@ pub async fn run(options: Options) -> Report {
         fast_start: Vec::new(),
         scaling: None,
     };
+    let baselines = Baselines {
+        source: &source,
+        plan: &plan,
+        preset: &preset,
+    };
     for run in 1..=options.runs {
-        eprintln!("run {run}/{}: Pulse", options.runs);
-        report
-            .pulse
-            .push(run_pulse(&source, Setup::standard()).await);
-        eprintln!("run {run}/{}: plain ffmpeg", options.runs);
-        report
-            .ffmpeg
-            .push(run_ffmpeg(&source, &plan, &preset).await);
+        // This machine's speed drifts over minutes: Pulse and the two baselines of its targets
+        // run back to back, in turns first and last, so the drift weighs on both sides alike.
+        eprintln!("run {run}/{}: Pulse and its baselines", options.runs);
+        let (pulse, targets) = if run % 2 == 1 {
+            let pulse = run_pulse(&source, Setup::standard()).await;
+            (pulse, baselines.targets().await)
+        } else {
+            let targets = baselines.targets().await;
+            (run_pulse(&source, Setup::standard()).await, targets)
+        };
+        report.pulse.push(pulse);
+        eprintln!("run {run}/{}: plain ffmpeg, other ways", options.runs);
+        report.ffmpeg.push(baselines.others(targets).await);
         eprintln!("run {run}/{}: Pulse, fast start", options.runs);
         let fast_start = Setup {
             fast_start: true,
