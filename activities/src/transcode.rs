@@ -141,6 +141,11 @@ pub async fn transcode(
         span: job.progress,
         progress: previous.progress.max(job.progress.start),
     };
+    // Every heartbeated segment was published in fast start, the first one with the master.
+    let master_published = job
+        .variants
+        .iter()
+        .any(|variant| !uploaded(variant).is_empty());
     let resumed_from_segment = job.range.first + kept;
     if kept > 0 {
         tracing::info!(asset_id = %job.asset_id, segment = resumed_from_segment, "resuming");
@@ -155,6 +160,7 @@ pub async fn transcode(
                 first: resumed_from_segment,
                 end: job.range.end,
             },
+            master_published,
         };
         run.encode(&mut checkpoint, &checkpoints, first_published)
             .await?;
@@ -191,6 +197,9 @@ struct Run<'a> {
     job: &'a TranscodeJob,
     keys: AssetKeys,
     range: SegmentRange,
+    /// Fast start: an earlier attempt published the master, which may list more variants by
+    /// now; this one must not overwrite it.
+    master_published: bool,
 }
 
 impl Run<'_> {
@@ -314,7 +323,8 @@ impl Run<'_> {
     }
 
     /// Fast start: rewrites the growing playlist of the (single) variant, and after the first
-    /// segment the master, then hands the master's key to whoever tells the workflow.
+    /// segment the master (unless an earlier attempt did), then hands the master's key to
+    /// whoever tells the workflow.
     async fn publish_live(
         &self,
         checkpoint: &TranscodeCheckpoint,
@@ -338,13 +348,15 @@ impl Run<'_> {
                 key: self.keys.master(),
                 renditions: vec![rendition],
             };
-            self.storage
-                .put_text(
-                    &master.key,
-                    hls::master_playlist(&master.renditions),
-                    ObjectKind::GrowingMaster,
-                )
-                .await?;
+            if !self.master_published {
+                self.storage
+                    .put_text(
+                        &master.key,
+                        hls::master_playlist(&master.renditions),
+                        ObjectKind::GrowingMaster,
+                    )
+                    .await?;
+            }
             let _ = first.send(master);
         }
         Ok(())

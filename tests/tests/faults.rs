@@ -42,6 +42,17 @@ async fn transcode_attempts(
         .collect()
 }
 
+/// The playlists the asset's master lists now.
+async fn master_variants(env: &TestEnv, asset: &pulse_workflows::AssetId) -> Vec<String> {
+    let text = bucket::get(&env.storage, &asset.keys().master()).await;
+    m3u8_rs::parse_master_playlist_res(&text)
+        .expect("a master playlist")
+        .variants
+        .into_iter()
+        .map(|variant| variant.uri)
+        .collect()
+}
+
 fn job_folders(env: &TestEnv) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(env.work_dir.path())
         .unwrap()
@@ -63,27 +74,39 @@ enum Stop {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_mid_variant_is_replaced_and_the_variant_resumes() {
-    a_worker_stopped_mid_variant(Stop::Kill).await;
+    a_worker_stopped_mid_variant(Stop::Kill, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_terminated_mid_variant_exits_promptly_and_the_variant_resumes_elsewhere() {
-    a_worker_stopped_mid_variant(Stop::Terminate).await;
+    a_worker_stopped_mid_variant(Stop::Terminate, false).await;
 }
 
-/// Stops the worker as `stop` says while 360p is half done, starts another, and checks that
-/// nothing finished is redone, 360p resumes where it was and the asset plays completely.
-async fn a_worker_stopped_mid_variant(stop: Stop) {
-    let name = format!("{stop:?}").to_lowercase();
+#[tokio::test(flavor = "multi_thread")]
+async fn in_fast_start_a_worker_killed_mid_growing_playlist_is_replaced_and_it_grows_on() {
+    a_worker_stopped_mid_variant(Stop::Kill, true).await;
+}
+
+/// Stops the worker as `stop` says while a variant is half done (360p, or in `fast_start` the
+/// smallest, whose growing playlist already plays), starts another, and checks that nothing
+/// finished is redone, the variant resumes where it was and the asset plays completely.
+async fn a_worker_stopped_mid_variant(stop: Stop, fast_start: bool) {
+    let name = format!("{stop:?}{}", if fast_start { "-fast" } else { "" }).to_lowercase();
+    let (interrupted, finished) = if fast_start {
+        ("240p", "360p")
+    } else {
+        ("360p", "240p")
+    };
     let env = TestEnv::with(&name, Endpoints::shared(), |settings| {
         settings.heartbeat_timeout = Duration::from_secs(3);
         settings.retry.max_attempts = 5;
+        settings.fast_start = fast_start;
     })
     .await;
     let mut first = WorkerProcess::spawn(
         &env,
         &[
-            ("PULSE_FAULT_REALTIME_VARIANTS", "360p"),
+            ("PULSE_FAULT_REALTIME_VARIANTS", interrupted),
             ("PULSE_SHUTDOWN_GRACE_SECS", "1"),
         ],
     );
@@ -93,10 +116,20 @@ async fn a_worker_stopped_mid_variant(stop: Stop) {
     let key = env.starter.upload(&asset, &source).await.unwrap();
     env.starter.start(&asset, &key).await.unwrap();
 
-    // 240p, at full priority, is done long before 360p (with 480p, in real time) is half way.
-    let before = env.wait_for_segments(&asset, "360p", 2).await;
+    // The other transcode, not held to real time, is done long before the interrupted variant
+    // is half way.
+    let before = env.wait_for_segments(&asset, interrupted, 2).await;
     let state = env.starter.status(&asset).await.unwrap();
-    assert_eq!(state.variants[0].status, VariantStatus::Done, "{state:?}");
+    let status_of = |name: &str| {
+        state
+            .variants
+            .iter()
+            .find(|v| v.name == name)
+            .unwrap()
+            .status
+    };
+    assert_eq!(status_of(finished), VariantStatus::Done, "{state:?}");
+    assert_eq!(state.status, AssetStatus::Playable, "{state:?}");
     match stop {
         Stop::Kill => {
             first.kill();
@@ -121,12 +154,17 @@ async fn a_worker_stopped_mid_variant(stop: Stop) {
         "only a worker that was asked to stop can clean up"
     );
 
-    let _second = WorkerProcess::spawn(&env, &[]);
+    // Still in real time, so the resumed attempt can be watched as it grows.
+    let _second = WorkerProcess::spawn(&env, &[("PULSE_FAULT_REALTIME_VARIANTS", interrupted)]);
     let mut live = vec![before.progress];
+    let mut masters_while_growing = Vec::new();
     let state = loop {
         let state = env.starter.status(&asset).await.unwrap();
-        if let Some(checkpoint) = env.running_checkpoint(&asset, "360p").await {
+        if let Some(checkpoint) = env.running_checkpoint(&asset, interrupted).await {
             live.push(checkpoint.progress);
+            if checkpoint.segments[interrupted].len() > before.segments[interrupted].len() {
+                masters_while_growing.push(master_variants(&env, &asset).await);
+            }
         }
         if state.status.is_finished() {
             break state;
@@ -139,15 +177,27 @@ async fn a_worker_stopped_mid_variant(stop: Stop) {
         live.windows(2).all(|w| w[0] <= w[1]),
         "heartbeated progress never goes back: {live:?}"
     );
+    if fast_start {
+        assert!(
+            !masters_while_growing.is_empty(),
+            "the resumed attempt grew the playlist on"
+        );
+    }
+    for listed in &masters_while_growing {
+        assert!(
+            listed.iter().any(|uri| uri.starts_with(finished)),
+            "the master never drops a finished variant while the resumed one grows: {listed:?}"
+        );
+    }
     assert_eq!(
-        transcode_attempts(&env, &asset, "240p").await,
+        transcode_attempts(&env, &asset, finished).await,
         [1],
         "a finished variant is never redone"
     );
-    let attempts = transcode_attempts(&env, &asset, "360p").await;
+    let attempts = transcode_attempts(&env, &asset, interrupted).await;
     assert!(
         attempts.len() == 1 && attempts[0] > 1,
-        "360p was retried: {attempts:?}"
+        "{interrupted} was retried: {attempts:?}"
     );
     let outputs = env.transcode_outputs(&asset).await;
     let resumed_from = |variant: &str| {
@@ -157,12 +207,12 @@ async fn a_worker_stopped_mid_variant(stop: Stop) {
             .unwrap()
             .resumed_from_segment
     };
-    let resumed = resumed_from("360p");
+    let resumed = resumed_from(interrupted);
     assert!(
-        resumed >= 2 && resumed as usize <= before.segments["360p"].len(),
+        resumed >= 2 && resumed as usize <= before.segments[interrupted].len(),
         "resumed from segment {resumed}"
     );
-    assert_eq!(resumed_from("240p"), 0);
+    assert_eq!(resumed_from(finished), 0);
 
     check_playback(
         &env.storage,
