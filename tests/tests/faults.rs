@@ -19,6 +19,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// Taken shared by every test here and alone by the fast-start one, whose other transcode runs
+/// at idle priority while the growing variant is written: beside the other tests' encodes it
+/// would starve.
+static CORES: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// The variants of a 640x360 source, with their sizes.
 const LADDER_360P: [(&str, u64, u64); 2] = [("240p", 426, 240), ("360p", 640, 360)];
 
@@ -74,16 +79,19 @@ enum Stop {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_mid_variant_is_replaced_and_the_variant_resumes() {
+    let _shared = CORES.read().await;
     a_worker_stopped_mid_variant(Stop::Kill, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_terminated_mid_variant_exits_promptly_and_the_variant_resumes_elsewhere() {
+    let _shared = CORES.read().await;
     a_worker_stopped_mid_variant(Stop::Terminate, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn in_fast_start_a_worker_killed_mid_growing_playlist_is_replaced_and_it_grows_on() {
+    let _alone = CORES.write().await;
     a_worker_stopped_mid_variant(Stop::Kill, true).await;
 }
 
@@ -117,8 +125,7 @@ async fn a_worker_stopped_mid_variant(stop: Stop, fast_start: bool) {
     env.starter.start(&asset, &key).await.unwrap();
 
     // The other transcode, not held to real time, finishes while the interrupted variant is
-    // still being written (its clip is longer in fast start, where the other one runs at idle
-    // priority and takes longer on a loaded machine).
+    // still being written (in fast start it runs at idle priority: the clip is longer).
     env.wait_for_segments(&asset, interrupted, 2).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let state = loop {
@@ -266,6 +273,7 @@ async fn survives(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_s3_outage_mid_job_is_waited_out_and_nothing_is_missing() {
+    let _shared = CORES.read().await;
     let dir = tempfile::tempdir().unwrap();
     let garage = PrivateGarage::start(dir.path());
     let endpoints = garage.endpoints(Endpoints::shared().temporal_address);
@@ -296,6 +304,7 @@ async fn an_s3_outage_mid_job_is_waited_out_and_nothing_is_missing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_temporal_server_killed_and_restarted_mid_job_is_survived() {
+    let _shared = CORES.read().await;
     let dir = tempfile::tempdir().unwrap();
     let temporal = PrivateTemporal::start(dir.path());
     let mut endpoints = Endpoints::shared();
@@ -315,6 +324,7 @@ async fn the_temporal_server_killed_and_restarted_mid_job_is_survived() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancelling_stops_ffmpeg_removes_temp_files_and_says_so() {
+    let _shared = CORES.read().await;
     let env = TestEnv::new("cancel").await;
     let _worker = WorkerProcess::spawn(&env, &[("PULSE_FAULT_REALTIME_VARIANTS", "360p")]);
     let spec = ClipSpec::new(640, 360, 30.0);
@@ -378,6 +388,7 @@ async fn cancelling_stops_ffmpeg_removes_temp_files_and_says_so() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn several_videos_at_once_on_one_worker_share_nothing_and_all_finish() {
+    let _shared = CORES.read().await;
     let env = TestEnv::new("together").await;
     let _worker = WorkerProcess::spawn(&env, &[("PULSE_MAX_HEAVY_ACTIVITIES", "3")]);
     let spec = ClipSpec::new(640, 360, 6.0);
@@ -415,6 +426,7 @@ async fn several_videos_at_once_on_one_worker_share_nothing_and_all_finish() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_retry_redoes_only_the_failed_variants_and_promotes_to_done() {
+    let _shared = CORES.read().await;
     let env = TestEnv::new("retry").await;
     let mut faulty = WorkerProcess::spawn(&env, &[("PULSE_FAULT_FAIL_VARIANTS", "360p")]);
     let spec = ClipSpec::new(640, 360, 4.0);
