@@ -3,6 +3,7 @@
 use clap::Parser;
 use pulse_worker::WorkerSettings;
 use pulse_workflows::request::{DEFAULT_LIGHT_QUEUE, DEFAULT_VIDEO_QUEUE};
+use std::time::Duration;
 
 /// Hosts the Pulse video workflow and its activities.
 ///
@@ -25,13 +26,21 @@ struct Args {
     max_heavy_activities: usize,
     /// Seconds running activities may go on after SIGINT or SIGTERM before they are cancelled
     /// and handed to another worker; keep it below the supervisor's stop timeout.
-    #[arg(long, env = "PULSE_SHUTDOWN_GRACE_SECS", default_value_t = 5.0, value_parser = grace_secs)]
-    shutdown_grace_secs: f64,
+    #[arg(
+        long = "shutdown-grace-secs",
+        value_name = "SECS",
+        env = "PULSE_SHUTDOWN_GRACE_SECS",
+        default_value = "5",
+        value_parser = grace_secs
+    )]
+    shutdown_grace: Duration,
 }
 
-fn grace_secs(text: &str) -> Result<f64, String> {
+fn grace_secs(text: &str) -> Result<Duration, String> {
     match text.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && (0.0..=86_400.0).contains(&secs) => Ok(secs),
+        Ok(secs) if secs.is_finite() && (0.0..=86_400.0).contains(&secs) => {
+            Ok(Duration::from_secs_f64(secs))
+        }
         _ => Err(format!(
             "{text:?} is not a number of seconds from 0 to 86400"
         )),
@@ -52,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
         video_queue: args.video_queue,
         light_queue: args.light_queue,
         max_heavy_activities: args.max_heavy_activities,
-        shutdown_grace: std::time::Duration::from_secs_f64(args.shutdown_grace_secs),
+        shutdown_grace: args.shutdown_grace,
     })
     .await
 }
