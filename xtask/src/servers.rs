@@ -54,7 +54,12 @@ impl TemporalDev {
             .arg("--port")
             .arg(self.port.to_string())
             .arg("--db-filename")
-            .arg(&self.db);
+            .arg(&self.db)
+            // A write-ahead log synced at checkpoints, not at every commit: each heartbeat is a
+            // commit, and the state still survives the server being killed (only a machine
+            // crash could lose the last commits, which a dev server may).
+            .args(["--sqlite-pragma", "journal_mode=wal"])
+            .args(["--sqlite-pragma", "synchronous=normal"]);
         match self.ui_port {
             Some(port) => command.arg("--ui-port").arg(port.to_string()),
             None => command.arg("--headless"),
