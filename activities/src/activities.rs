@@ -10,7 +10,7 @@ use crate::{
     hls::{self, PlaylistKind},
     notify::{Notifier, stage_event},
     probe,
-    reporter::{self, ProgressSource},
+    reporter::{self, ProgressSource, Running},
     storage::Storage,
     transcode::{self, PRESIGN_TTL},
     workdir,
@@ -302,12 +302,12 @@ impl ProgressSource for WorkflowProgress {
             .ok()
     }
 
-    async fn running(&self) -> Vec<TranscodeCheckpoint> {
+    async fn running(&self) -> Option<Running> {
         self.0
             .describe(WorkflowDescribeOptions::default())
             .await
-            .map(|description| reporter::running_checkpoints(&description))
-            .unwrap_or_default()
+            .ok()
+            .map(|description| Running::of(&description))
     }
 }
 

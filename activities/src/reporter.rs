@@ -1,10 +1,12 @@
 //! Progress events while an asset is transcoded, sent by the `report_progress` activity.
 //!
-//! Transcodes only heartbeat their checkpoints; once a second the reporter asks the workflow how
-//! much is settled and Temporal what the running transcodes heartbeat, adds them up
+//! Transcodes only heartbeat their checkpoints; once a second the reporter asks Temporal what
+//! the running transcodes heartbeat, adds to it how much the workflow says is settled
 //! ([`pulse_workflows::progress::overall`]) and sends an event when the total moved at least two
 //! points. Concurrent transcodes (the smallest variant beside the pieces of the others) thus make
 //! one progress stream that never goes backwards, and progress never enters workflow history.
+//! The workflow is queried only when its answer may have changed: a query is a round trip to a
+//! worker, where a description is a read on the server.
 
 use crate::notify::{Notifier, ProgressThrottle, now_unix_ms, rfc3339};
 use pulse_workflows::{
@@ -18,12 +20,38 @@ use temporalio_client::WorkflowExecutionDescription;
 /// How often the reporter looks.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
+/// The running activities of a workflow, as Temporal describes them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Running {
+    /// Which activities are pending, by id and attempt. The settled progress changes only when
+    /// a transcode ends, and then this changes too.
+    pub activities: Vec<(String, i32)>,
+    /// What the running transcodes heartbeat.
+    pub checkpoints: Vec<TranscodeCheckpoint>,
+}
+
+impl Running {
+    /// The running activities of a described workflow.
+    pub fn of(description: &WorkflowExecutionDescription) -> Self {
+        let activities = description
+            .raw()
+            .pending_activities
+            .iter()
+            .map(|activity| (activity.activity_id.clone(), activity.attempt))
+            .collect();
+        Self {
+            activities,
+            checkpoints: running_checkpoints(description),
+        }
+    }
+}
+
 /// Where the reporter reads progress.
 pub trait ProgressSource {
     /// What the workflow says: settled progress, and whether events may go out yet.
     fn report(&self) -> impl Future<Output = Option<ProgressReport>> + Send;
-    /// What the running transcodes heartbeat.
-    fn running(&self) -> impl Future<Output = Vec<TranscodeCheckpoint>> + Send;
+    /// What runs and what the running transcodes heartbeat.
+    fn running(&self) -> impl Future<Output = Option<Running>> + Send;
 }
 
 /// The checkpoints the running activities of a described workflow heartbeat.
@@ -48,18 +76,33 @@ pub async fn report(
 ) {
     let mut throttle = ProgressThrottle::after(last_sent);
     let mut tick = tokio::time::interval(REPORT_EVERY);
+    // The workflow's last answer, and what was running when it was asked.
+    let mut answer: Option<(ProgressReport, Vec<(String, i32)>)> = None;
     loop {
         tick.tick().await;
-        let Some(report) = source.report().await else {
+        let Some(running) = source.running().await else {
             continue;
         };
-        if !report.transcoding {
-            return;
-        }
-        if !report.events_allowed {
-            continue;
-        }
-        let overall = progress::overall(report.settled, &source.running().await);
+        let report = match &answer {
+            Some((report, asked_while))
+                if report.events_allowed && *asked_while == running.activities =>
+            {
+                *report
+            }
+            _ => {
+                let Some(report) = source.report().await else {
+                    continue;
+                };
+                if !report.transcoding {
+                    return;
+                }
+                answer = Some((report, running.activities));
+                // A transcode may have ended between the description and the answer, and
+                // would count twice: the next look, with the same activities, agrees with it.
+                continue;
+            }
+        };
+        let overall = progress::overall(report.settled, &running.checkpoints);
         let Some(value) = throttle.worth_sending(overall) else {
             continue;
         };
@@ -78,72 +121,114 @@ mod tests {
     use pulse_workflows::progress::ProgressSpan;
     use std::sync::Mutex;
 
-    /// A source that plays back a script of (report, running progress) steps, one per look.
+    /// One look of the reporter: what the workflow would answer, which activities run, and
+    /// how far the running transcode got.
+    type Look = (ProgressReport, &'static [&'static str], f64);
+
+    /// A source that plays back a script of looks, and counts the queries.
     struct Script {
-        steps: Mutex<Vec<(ProgressReport, f64)>>,
-        running: Mutex<f64>,
+        looks: Mutex<Vec<Look>>,
+        current: Mutex<Option<Look>>,
+        queries: Mutex<usize>,
+    }
+
+    impl Script {
+        fn new(looks: Vec<Look>) -> Self {
+            Self {
+                looks: Mutex::new(looks),
+                current: Mutex::new(None),
+                queries: Mutex::new(0),
+            }
+        }
+
+        async fn play(&self) -> Vec<f64> {
+            let mut sent = Vec::new();
+            let notifier = Notifier::log_only();
+            let reporting = report(self, &notifier, "a1", 0.0, |value| sent.push(value));
+            tokio::time::timeout(Duration::from_secs(60), reporting)
+                .await
+                .expect("the reporter stops when the transcodes are over");
+            sent
+        }
     }
 
     impl ProgressSource for Script {
         async fn report(&self) -> Option<ProgressReport> {
-            let mut steps = self.steps.lock().unwrap();
-            if steps.is_empty() {
-                return None;
-            }
-            let (report, running) = steps.remove(0);
-            *self.running.lock().unwrap() = running;
-            Some(report)
+            *self.queries.lock().unwrap() += 1;
+            self.current.lock().unwrap().map(|(report, _, _)| report)
         }
 
-        async fn running(&self) -> Vec<TranscodeCheckpoint> {
-            vec![TranscodeCheckpoint {
-                span: ProgressSpan {
-                    start: 10.0,
-                    end: 99.0,
-                },
-                progress: *self.running.lock().unwrap(),
-                ..Default::default()
-            }]
+        async fn running(&self) -> Option<Running> {
+            let mut looks = self.looks.lock().unwrap();
+            if looks.is_empty() {
+                return None;
+            }
+            let look = looks.remove(0);
+            *self.current.lock().unwrap() = Some(look);
+            let (_, activities, progress) = look;
+            Some(Running {
+                activities: activities.iter().map(|id| (id.to_string(), 1)).collect(),
+                checkpoints: vec![TranscodeCheckpoint {
+                    span: ProgressSpan {
+                        start: 10.0,
+                        end: 99.0,
+                    },
+                    progress,
+                    ..Default::default()
+                }],
+            })
+        }
+    }
+
+    fn allowed(settled: f64) -> ProgressReport {
+        ProgressReport {
+            settled,
+            events_allowed: true,
+            transcoding: true,
         }
     }
 
     #[tokio::test(start_paused = true)]
     async fn events_wait_for_their_turn_then_climb_in_steps_of_two() {
-        let allowed = |settled: f64| ProgressReport {
-            settled,
-            events_allowed: true,
-            transcoding: true,
+        let waiting = ProgressReport {
+            events_allowed: false,
+            ..allowed(0.0)
         };
-        let steps = Mutex::new(vec![
-            (
-                ProgressReport {
-                    settled: 0.0,
-                    events_allowed: false,
-                    transcoding: true,
-                },
-                14.0,
-            ),
-            (allowed(10.0), 11.0),
-            (allowed(10.0), 12.0),
-            (allowed(10.0), 14.0),
-            (allowed(10.0), 13.0),
-            (allowed(10.0), 20.0),
-            (ProgressReport::default(), 30.0),
-            (allowed(10.0), 40.0),
+        let over = ProgressReport::default();
+        let script = Script::new(vec![
+            (waiting, &["t1"], 14.0),
+            (allowed(10.0), &["t1"], 11.0),
+            (allowed(10.0), &["t1"], 12.0),
+            (allowed(10.0), &["t1"], 13.0),
+            (allowed(10.0), &["t1"], 14.0),
+            (allowed(10.0), &["t1"], 20.0),
+            (over, &["t2"], 30.0),
+            (allowed(10.0), &["t2"], 40.0),
         ]);
-        let script = Script {
-            steps,
-            running: Mutex::new(0.0),
-        };
-        let mut sent = Vec::new();
-        let notifier = Notifier::log_only();
-        let reporting = report(&script, &notifier, "a1", 0.0, |value| sent.push(value));
-        tokio::time::timeout(Duration::from_secs(60), reporting)
-            .await
-            .expect("the reporter stops when the transcodes are over");
-        // Nothing goes out before events are allowed; then settled 10 plus what the running
-        // piece adds: 11 goes out, 12 and 13 are less than two above the last sent, 14 and 20
-        // are not. It stops when the transcodes are over, before 30 or 40 could go out.
-        assert_eq!(sent, vec![11.0, 14.0, 20.0]);
+        // Nothing goes out before events are allowed. Then settled 10 plus what the running
+        // piece adds: 12 goes out, 13 is less than two above it, 14 and 20 are not. It stops
+        // when the activities change and the workflow says the transcodes are over, before 30
+        // or 40 could go out.
+        assert_eq!(script.play().await, vec![12.0, 14.0, 20.0]);
+        assert_eq!(
+            *script.queries.lock().unwrap(),
+            3,
+            "asked thrice in 7 looks"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_workflow_is_asked_again_when_a_transcode_ends() {
+        let script = Script::new(vec![
+            (allowed(0.0), &["t1", "t2"], 12.0),
+            (allowed(0.0), &["t1", "t2"], 14.0),
+            (allowed(30.0), &["t2"], 14.0),
+            (allowed(30.0), &["t2"], 15.0),
+            (allowed(30.0), &["t2"], 16.0),
+            (ProgressReport::default(), &[], 16.0),
+        ]);
+        // t1 ended with 30 settled: the next look adds t2's 5 to it; 36 is too close to 35.
+        assert_eq!(script.play().await, vec![4.0, 35.0]);
+        assert_eq!(*script.queries.lock().unwrap(), 3);
     }
 }
