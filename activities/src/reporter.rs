@@ -21,7 +21,7 @@ use temporalio_client::WorkflowExecutionDescription;
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// The running activities of a workflow, as Temporal describes them.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Debug)]
 pub struct Running {
     /// Which activities are pending, by id and attempt. The settled progress changes only when
     /// a transcode ends, and then this changes too.
