@@ -604,6 +604,21 @@ impl Report {
         }
     }
 
+    /// Every run and the summary of them, as pretty JSON: what `--json` prints, so a script
+    /// reads the same medians and ratios as the table.
+    pub fn json(&self) -> serde_json::Result<String> {
+        #[derive(Serialize)]
+        struct WithSummary<'a> {
+            #[serde(flatten)]
+            report: &'a Report,
+            summary: Summary,
+        }
+        serde_json::to_string_pretty(&WithSummary {
+            report: self,
+            summary: self.summary(),
+        })
+    }
+
     /// The report as a text table.
     pub fn table(&self) -> String {
         let summary = self.summary();
@@ -799,6 +814,45 @@ mod tests {
         );
         assert_eq!(Spread::of([4.0, 1.0, 2.0, 3.0]).median, 2.5);
         assert_eq!(Spread::of([]).max, 0.0);
+    }
+
+    #[test]
+    fn the_json_report_has_the_runs_and_their_summary() {
+        let pulse = |done_secs| PulseRun {
+            playable_secs: 5.0,
+            done_secs,
+            history_events: 81,
+            peaks: Peaks::default(),
+        };
+        let plain = FfmpegRun {
+            sequential_secs: 80.0,
+            single_decode_secs: 60.0,
+            smallest_secs: 4.5,
+            smallest_then_rest_secs: 64.0,
+            smallest_beside_rest_secs: 61.0,
+        };
+        let report = Report {
+            machine: Machine {
+                cpu: "a test CPU".into(),
+                cores: 2,
+                memory_gib: 4.0,
+                ffmpeg: "ffmpeg version 5.1".into(),
+                x264_preset: "medium".into(),
+            },
+            clip: describe(&bench_clip()),
+            ladder: vec!["240p".into()],
+            pulse: vec![pulse(63.0), pulse(60.0), pulse(66.0)],
+            ffmpeg: vec![plain; 3],
+            fast_start: Vec::new(),
+            scaling: None,
+        };
+        let json: serde_json::Value = serde_json::from_str(&report.json().unwrap()).unwrap();
+        assert_eq!(json["pulse"].as_array().unwrap().len(), 3);
+        assert_eq!(json["ffmpeg"][0]["single_decode_secs"], 60.0);
+        let ratio = &json["summary"]["done_over_single_decode"];
+        assert_eq!(ratio["median"], 1.05);
+        assert_eq!(ratio["max"], 1.1);
+        assert_eq!(json["summary"]["playable_minus_smallest_secs"]["min"], 0.5);
     }
 
     #[test]

@@ -53,7 +53,7 @@ enum Command {
     /// Start the stack, build release binaries and time Pulse against plain ffmpeg (see
     /// BENCHMARKS.md).
     Bench {
-        /// Print JSON instead of the table.
+        /// Print every run and their summary as JSON instead of the table.
         #[arg(long)]
         json: bool,
         /// Runs of each measurement; the table gives their median, min and max.

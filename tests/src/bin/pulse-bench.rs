@@ -10,7 +10,7 @@ struct Args {
     /// Runs of each measurement; the table gives their median, min and max.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Print JSON instead of the table.
+    /// Print every run and their summary as JSON instead of the table.
     #[arg(long)]
     json: bool,
     /// Skip the scaling runs (a longer clip with 1 and 2 workers).
@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", report.json()?);
     } else {
         print!("{}", report.table());
     }
