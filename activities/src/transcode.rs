@@ -39,9 +39,12 @@ use tokio::sync::{oneshot, watch};
 
 /// How long presigned source URLs stay valid: longer than any transcode attempt.
 pub const PRESIGN_TTL: Duration = Duration::from_secs(12 * 60 * 60);
-/// How often the work folders are checked for finished segments: often, since a fast-start
-/// player waits for the first one (a scan reads a few small playlists).
-const SCAN_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a fast-start transcode checks its work folder for finished segments: often, since
+/// a player waits for the first one.
+const LIVE_SCAN_INTERVAL: Duration = Duration::from_millis(100);
+/// How often other transcodes check their work folders: a segment takes seconds to make, and
+/// every scan wakes the worker to read each variant's playlist.
+const SCAN_INTERVAL: Duration = Duration::from_millis(500);
 /// How much shorter than its source a variant may be before the source counts as cut off.
 const TRUNCATION_TOLERANCE_SECS: f64 = 1.0;
 
@@ -89,7 +92,7 @@ pub fn resume_from(
 }
 
 /// Runs `job`, publishing the checkpoint to `checkpoints` whenever it changes (at most every
-/// [`SCAN_INTERVAL`]). `previous` is what earlier attempts reached: their segments are kept and
+/// [`SCAN_INTERVAL`], or [`LIVE_SCAN_INTERVAL`] in fast start). `previous` is what earlier attempts reached: their segments are kept and
 /// ffmpeg restarts at the next segment boundary every variant has reached. In fast start,
 /// `first_published` receives the master once the first segment is playable.
 pub async fn transcode(
@@ -250,7 +253,11 @@ impl Run<'_> {
         let range_start = Duration::from_secs_f64(TIMESTAMP_BASE_SECS + job.range.start_secs());
         let range_length =
             Duration::from_secs_f64(job.range.duration_secs(job.media.duration_secs));
-        let mut scan = tokio::time::interval(SCAN_INTERVAL);
+        let mut scan = tokio::time::interval(if job.live {
+            LIVE_SCAN_INTERVAL
+        } else {
+            SCAN_INTERVAL
+        });
         loop {
             tokio::select! {
                 exit = ffmpeg.exited() => {
