@@ -8,10 +8,7 @@
 
 use anyhow::{Context, bail};
 use pulse_activities::{PulseActivities, connections, workdir};
-use pulse_workflows::{
-    VideoWorkflow,
-    request::{DEFAULT_LIGHT_QUEUE, DEFAULT_VIDEO_QUEUE},
-};
+use pulse_workflows::VideoWorkflow;
 use std::{sync::Arc, time::Duration};
 use temporalio_sdk::{
     Runtime, Worker, WorkerOptions,
@@ -24,7 +21,7 @@ use temporalio_sdk::{
 /// Longest time between two heartbeats of a running transcode.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// What one worker process does.
+/// What one worker process does; the binary's flags give the defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkerSettings {
     /// Task queues to poll; each must be the video or the light queue.
@@ -40,21 +37,6 @@ pub struct WorkerSettings {
     /// transcode from its last heartbeated segment: a transcode can take hours, and a worker
     /// waiting for it would be killed outright by its supervisor anyway.
     pub shutdown_grace: Duration,
-}
-
-impl Default for WorkerSettings {
-    fn default() -> Self {
-        Self {
-            queues: vec![
-                DEFAULT_VIDEO_QUEUE.to_owned(),
-                DEFAULT_LIGHT_QUEUE.to_owned(),
-            ],
-            video_queue: DEFAULT_VIDEO_QUEUE.to_owned(),
-            light_queue: DEFAULT_LIGHT_QUEUE.to_owned(),
-            max_heavy_activities: 2,
-            shutdown_grace: Duration::from_secs(5),
-        }
-    }
 }
 
 /// Runs the worker until SIGINT or SIGTERM, then gives running tasks
