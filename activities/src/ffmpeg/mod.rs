@@ -30,7 +30,8 @@ pub const SOURCE_PROTOCOLS: &str = "http,https,tcp,tls";
 const READ_TIMEOUT_MICROS: u64 = 30_000_000;
 /// Lines of stderr kept to explain a failure.
 const STDERR_TAIL_LINES: usize = 12;
-/// Most decoder threads, as ffmpeg's own choice: frame threads hold a frame each.
+/// Most decoder threads: ffmpeg caps its own choice there too, as each frame thread holds a
+/// frame.
 const MAX_DECODE_THREADS: usize = 16;
 
 /// The one input of a command: a source read over HTTP(S) from a presigned URL (or, for the
@@ -222,9 +223,10 @@ impl FfmpegCommand {
     }
 }
 
-/// Threads decoding the source: one per core. ffmpeg would take one more than the cores, and
-/// that extra thread costs the encoders beside it CPU on a small machine: on 2 cores the
-/// smallest variant alone took 8.2 instead of 8.7 CPU-seconds, and 5.0 instead of 5.2 s.
+/// Threads decoding the source: one per core this process may use (its CPU quota and
+/// affinity count). ffmpeg would take one more, and that extra thread costs the encoders beside
+/// it CPU on a small machine: on 2 cores the smallest variant alone took 8.2 instead of 8.7
+/// CPU-seconds, and 5.0 instead of 5.2 s.
 fn decode_threads() -> usize {
     std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
