@@ -92,7 +92,7 @@ pub fn resume_from(
 }
 
 /// Runs `job`, publishing the checkpoint to `checkpoints` whenever it changes (at most every
-/// [`SCAN_INTERVAL`], or [`LIVE_SCAN_INTERVAL`] in fast start). `previous` is what earlier
+/// `SCAN_INTERVAL`, or `LIVE_SCAN_INTERVAL` in fast start). `previous` is what earlier
 /// attempts reached: their segments are kept and ffmpeg restarts at the next segment boundary
 /// every variant has reached. In fast start, `first_published` receives the master once the
 /// first segment is playable.

@@ -167,7 +167,7 @@ impl FfmpegCommand {
         ])
     }
 
-    /// Adds the input, decoded on [`decode_threads`] threads.
+    /// Adds the input, decoded on one thread per core this process may use (`decode_threads`).
     pub fn input(self, input: &SourceInput) -> Self {
         let mut args = input.confinement_args();
         args.extend(["-threads".to_owned(), decode_threads().to_string()]);
