@@ -15,7 +15,7 @@
 //! - [`history`]: reading histories exported by the Temporal CLI, for replay tests.
 //! - [`webhook`]: a real webhook receiver that records deliveries.
 //! - [`servers`]: private Temporal and Garage servers that fault tests can kill.
-//! - [`bench`]: `cargo xtask bench`, Pulse against plain ffmpeg (binary `pulse-bench`).
+//! - [`bench`](mod@bench): `cargo xtask bench`, Pulse against plain ffmpeg (binary `pulse-bench`).
 
 pub mod api;
 pub mod bench;
