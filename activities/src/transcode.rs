@@ -29,9 +29,7 @@ use anyhow::{Context, bail};
 use pulse_workflows::{
     AssetKeys,
     contract::{PublishedMaster, TranscodeJob},
-    media::{
-        SEGMENT_SECS, SegmentRange, SegmentRecord, TranscodeOutput, VariantSegments, VariantSpec,
-    },
+    media::{SegmentRange, SegmentRecord, TranscodeOutput, VariantSegments, VariantSpec},
     progress::TranscodeCheckpoint,
 };
 use std::{path::Path, time::Duration};
@@ -57,17 +55,18 @@ pub struct Resume {
     pub complete: bool,
 }
 
-/// Decides what of `uploaded` (one variant's segments) a new attempt at segments `first..` of
-/// a range lasting `range_secs` keeps, for a video at `frame_rate`. When the uploaded segments
-/// cover the range, nothing is left to do. Otherwise ffmpeg restarts on a segment boundary, so
-/// only an unbroken run of full segments from `first` is kept (a full segment is
-/// [`SEGMENT_SECS`] long give or take a frame, since cuts fall on frames).
+/// Decides what of `uploaded` (one variant's segments) a new attempt at `range` of a video of
+/// `duration_secs` at `frame_rate` keeps. When the uploaded segments cover the range, nothing
+/// is left to do. Otherwise ffmpeg restarts on a segment boundary, so only an unbroken run of
+/// full segments from the range's first is kept (a full segment is the range's segment length
+/// give or take a frame, since cuts fall on frames).
 pub fn resume_from(
     uploaded: &[SegmentRecord],
-    first: u32,
+    range: &SegmentRange,
+    duration_secs: f64,
     frame_rate: f64,
-    range_secs: f64,
 ) -> Resume {
+    let (first, range_secs) = (range.first, range.duration_secs(duration_secs));
     let frame_secs = 1.0 / frame_rate.max(1.0);
     let unbroken = uploaded
         .iter()
@@ -82,7 +81,7 @@ pub fn resume_from(
         };
     }
     let full = |segment: &&SegmentRecord| {
-        (segment.duration_secs - f64::from(SEGMENT_SECS)).abs() <= frame_secs + 1e-3
+        (segment.duration_secs - f64::from(range.segment_secs)).abs() <= frame_secs + 1e-3
     };
     let kept = uploaded[..unbroken].iter().take_while(full).count();
     Resume {
@@ -118,9 +117,9 @@ pub async fn transcode(
         .map(|variant| {
             resume_from(
                 uploaded(variant),
-                job.range.first,
+                &job.range,
+                job.media.duration_secs,
                 job.media.frame_rate,
-                range_secs,
             )
         })
         .collect();
@@ -162,7 +161,7 @@ pub async fn transcode(
             keys: job.asset_id.keys(),
             range: SegmentRange {
                 first: resumed_from_segment,
-                end: job.range.end,
+                ..job.range
             },
             master_published,
         };
@@ -397,6 +396,7 @@ fn segment_index(uri: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pulse_workflows::media::{FAST_START_SEGMENT_SECS, SEGMENT_SECS};
 
     fn segments(first: u32, durations: &[f64]) -> Vec<SegmentRecord> {
         durations
@@ -412,7 +412,8 @@ mod tests {
 
     #[test]
     fn a_retry_keeps_the_unbroken_run_of_full_segments() {
-        let resume = |durations: &[f64]| resume_from(&segments(0, durations), 0, 30.0, 10.0);
+        let whole = SegmentRange::whole(SEGMENT_SECS);
+        let resume = |durations: &[f64]| resume_from(&segments(0, durations), &whole, 10.0, 30.0);
         assert_eq!(
             resume(&[]),
             Resume {
@@ -453,7 +454,7 @@ mod tests {
         let mut gap = segments(0, &[4.0, 4.0, 2.0]);
         gap.remove(1);
         assert_eq!(
-            resume_from(&gap, 0, 30.0, 10.0),
+            resume_from(&gap, &whole, 10.0, 30.0),
             Resume {
                 kept: 1,
                 complete: false
@@ -463,22 +464,27 @@ mod tests {
 
     #[test]
     fn a_piece_resumes_from_its_own_first_segment() {
+        let piece = SegmentRange {
+            first: 5,
+            end: Some(10),
+            segment_secs: SEGMENT_SECS,
+        };
         assert_eq!(
-            resume_from(&segments(5, &[4.0, 4.0]), 5, 30.0, 20.0),
+            resume_from(&segments(5, &[4.0, 4.0]), &piece, 100.0, 30.0),
             Resume {
                 kept: 2,
                 complete: false
             }
         );
         assert_eq!(
-            resume_from(&segments(5, &[4.0; 5]), 5, 30.0, 20.0),
+            resume_from(&segments(5, &[4.0; 5]), &piece, 100.0, 30.0),
             Resume {
                 kept: 5,
                 complete: true
             }
         );
         assert_eq!(
-            resume_from(&segments(0, &[4.0]), 5, 30.0, 20.0),
+            resume_from(&segments(0, &[4.0]), &piece, 100.0, 30.0),
             Resume {
                 kept: 0,
                 complete: false
@@ -488,19 +494,33 @@ mod tests {
 
     #[test]
     fn a_slow_frame_rate_widens_what_counts_as_full() {
+        let whole = SegmentRange::whole(SEGMENT_SECS);
         assert_eq!(
-            resume_from(&segments(0, &[4.0, 3.9]), 0, 10.0, 30.0),
+            resume_from(&segments(0, &[4.0, 3.9]), &whole, 30.0, 10.0),
             Resume {
                 kept: 2,
                 complete: false
             }
         );
         assert_eq!(
-            resume_from(&segments(0, &[4.0, 3.9]), 0, 30.0, 30.0),
+            resume_from(&segments(0, &[4.0, 3.9]), &whole, 30.0, 30.0),
             Resume {
                 kept: 1,
                 complete: false
             }
+        );
+    }
+
+    #[test]
+    fn full_segments_are_as_long_as_the_range_says() {
+        let short = SegmentRange::whole(FAST_START_SEGMENT_SECS);
+        assert_eq!(
+            resume_from(&segments(0, &[2.0, 2.0, 4.0]), &short, 30.0, 30.0),
+            Resume {
+                kept: 2,
+                complete: false
+            },
+            "a 4 s segment in a range of 2 s segments is redone"
         );
     }
 

@@ -27,7 +27,7 @@ use pulse_activities::{
 use pulse_workflows::{
     AssetId, AssetStatus,
     events::{Event, Stage},
-    media::{SegmentRange, SourcePlan, VariantSpec},
+    media::{SEGMENT_SECS, SegmentRange, SourcePlan, VariantSpec},
     request::ProcessingSettings,
 };
 use serde::Serialize;
@@ -444,7 +444,7 @@ impl Baselines<'_> {
                 preset: self.preset,
             },
             variants,
-            range: SegmentRange::whole(),
+            range: SegmentRange::whole(SEGMENT_SECS),
             realtime: false,
         };
         let progress = ProgressListener::bind().await.expect("a progress socket");

@@ -80,9 +80,14 @@ pub struct Rendition {
     pub duration_secs: f64,
 }
 
-/// Length of a media segment, in seconds: keyframes sit on every multiple of it in every
-/// variant, so segments line up across the ladder and a transcode can start at any of them.
+/// Length of a media segment outside fast start, in seconds: keyframes sit on every multiple of
+/// the segment length in every variant, so segments line up across the ladder and a transcode
+/// can start at any of them.
 pub const SEGMENT_SECS: u32 = 4;
+
+/// Length of a media segment in fast start: a player starts once the first segment is out, and
+/// x264 writes a 2 s segment about half a second sooner than a 4 s one.
+pub const FAST_START_SEGMENT_SECS: u32 = 2;
 
 /// A finished, uploaded media segment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -95,38 +100,53 @@ pub struct SegmentRecord {
     pub bytes: u64,
 }
 
-/// Segments `first..end` of a video; `end` none means to the end.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Segments `first..end` of a video cut into segments of `segment_secs`; `end` none means to
+/// the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentRange {
     /// First segment.
     pub first: u32,
     /// The segment after the last one, if not the end of the video.
     pub end: Option<u32>,
+    /// Length of every segment but the video's last, in seconds ([`SEGMENT_SECS`] in ranges
+    /// recorded before the length could differ).
+    #[serde(default = "standard_segment_secs")]
+    pub segment_secs: u32,
+}
+
+fn standard_segment_secs() -> u32 {
+    SEGMENT_SECS
 }
 
 impl SegmentRange {
-    /// The whole video.
-    pub fn whole() -> Self {
-        Self::default()
+    /// The whole video, in segments of `segment_secs`.
+    pub fn whole(segment_secs: u32) -> Self {
+        Self {
+            first: 0,
+            end: None,
+            segment_secs,
+        }
     }
 
     /// Where the range starts in the video, in seconds.
     pub fn start_secs(&self) -> f64 {
-        f64::from(self.first * SEGMENT_SECS)
+        f64::from(self.first * self.segment_secs)
     }
 
     /// How long the range lasts in a video of `duration_secs`.
     pub fn duration_secs(&self, duration_secs: f64) -> f64 {
         let end = self.end.map_or(duration_secs, |end| {
-            f64::from(end * SEGMENT_SECS).min(duration_secs)
+            f64::from(end * self.segment_secs).min(duration_secs)
         });
         (end - self.start_secs()).max(0.0)
     }
 
-    /// Cuts a video of `duration_secs` into ranges of about `chunk_secs` (whole segments).
-    pub fn chunks(duration_secs: f64, chunk_secs: f64) -> Vec<Self> {
-        let segments = (duration_secs / f64::from(SEGMENT_SECS)).ceil().max(1.0) as u32;
-        let per_chunk = ((chunk_secs / f64::from(SEGMENT_SECS)).round() as u32).max(1);
+    /// Cuts a video of `duration_secs` into ranges of about `chunk_secs` (whole segments of
+    /// `segment_secs`).
+    pub fn chunks(duration_secs: f64, chunk_secs: f64, segment_secs: u32) -> Vec<Self> {
+        let segment = f64::from(segment_secs);
+        let segments = (duration_secs / segment).ceil().max(1.0) as u32;
+        let per_chunk = ((chunk_secs / segment).round() as u32).max(1);
         let mut ranges = Vec::new();
         let mut first = 0;
         while first < segments {
@@ -134,6 +154,7 @@ impl SegmentRange {
             ranges.push(Self {
                 first,
                 end: (end < segments).then_some(end),
+                segment_secs,
             });
             first = end;
         }
@@ -167,34 +188,46 @@ mod tests {
     #[test]
     fn chunks_cover_the_video_in_whole_segments() {
         assert_eq!(
-            SegmentRange::chunks(30.0, 120.0),
-            vec![SegmentRange::whole()]
+            SegmentRange::chunks(30.0, 120.0, SEGMENT_SECS),
+            vec![SegmentRange::whole(SEGMENT_SECS)]
         );
-        let chunks = SegmentRange::chunks(30.0, 8.0);
+        let chunks = SegmentRange::chunks(30.0, 8.0, SEGMENT_SECS);
+        let range = |first, end| SegmentRange {
+            first,
+            end,
+            segment_secs: SEGMENT_SECS,
+        };
         assert_eq!(
             chunks,
             vec![
-                SegmentRange {
-                    first: 0,
-                    end: Some(2)
-                },
-                SegmentRange {
-                    first: 2,
-                    end: Some(4)
-                },
-                SegmentRange {
-                    first: 4,
-                    end: Some(6)
-                },
-                SegmentRange {
-                    first: 6,
-                    end: None
-                },
+                range(0, Some(2)),
+                range(2, Some(4)),
+                range(4, Some(6)),
+                range(6, None)
             ]
         );
         assert_eq!(chunks[1].start_secs(), 8.0);
         assert_eq!(chunks[1].duration_secs(30.0), 8.0);
         assert_eq!(chunks[3].duration_secs(30.0), 6.0);
-        assert_eq!(SegmentRange::chunks(0.5, 8.0), vec![SegmentRange::whole()]);
+        assert_eq!(
+            SegmentRange::chunks(0.5, 8.0, SEGMENT_SECS),
+            vec![SegmentRange::whole(SEGMENT_SECS)]
+        );
+    }
+
+    #[test]
+    fn shorter_segments_cut_the_same_pieces_in_more_segments() {
+        let chunks = SegmentRange::chunks(30.0, 8.0, FAST_START_SEGMENT_SECS);
+        assert_eq!(chunks.len(), 4);
+        assert_eq!((chunks[1].first, chunks[1].end), (4, Some(8)));
+        assert_eq!(chunks[1].start_secs(), 8.0);
+        assert_eq!(chunks[3].duration_secs(30.0), 6.0);
+    }
+
+    #[test]
+    fn ranges_recorded_without_a_segment_length_have_the_standard_one() {
+        let range: SegmentRange = serde_json::from_str(r#"{"first":2,"end":null}"#).unwrap();
+        assert_eq!(range.segment_secs, SEGMENT_SECS);
+        assert_eq!(range.start_secs(), 8.0);
     }
 }

@@ -29,7 +29,10 @@ use crate::{
         PublishedMaster, ThumbnailJob, TranscodeJob, VideoActivities,
     },
     events::Stage,
-    media::{Rendition, SegmentRange, SourcePlan, TranscodeOutput, VariantSegments, VariantSpec},
+    media::{
+        FAST_START_SEGMENT_SECS, Rendition, SEGMENT_SECS, SegmentRange, SourcePlan,
+        TranscodeOutput, VariantSegments, VariantSpec,
+    },
     progress::{self, ProgressSpan},
     request::VideoRequest,
     search,
@@ -53,6 +56,8 @@ use temporalio_sdk::{
 const QUICK_HEAVY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// How long one transcode attempt may take; dead workers are caught by heartbeats much sooner.
 const TRANSCODE_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
+/// Marks runs whose fast start segments are [`FAST_START_SEGMENT_SECS`] long.
+const SHORT_FAST_START_SEGMENTS: &str = "short-fast-start-segments";
 /// How long one light activity attempt may take.
 const LIGHT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a stage event is retried before it is given up.
@@ -344,10 +349,11 @@ impl Pipeline {
             }
             _ => (None, missing),
         };
+        let segment_secs = self.segment_secs();
         let chunks = if rest.is_empty() {
             Vec::new()
         } else {
-            SegmentRange::chunks(duration, self.request.settings.chunk_secs)
+            SegmentRange::chunks(duration, self.request.settings.chunk_secs, segment_secs)
         };
         let mut costs: Vec<f64> = first
             .iter()
@@ -369,7 +375,7 @@ impl Pipeline {
             });
         let first = first.map(|variants| Job {
             variants,
-            range: SegmentRange::whole(),
+            range: SegmentRange::whole(segment_secs),
             span: spans.next().expect("a span per job"),
         });
         let rest = chunks
@@ -382,6 +388,17 @@ impl Pipeline {
             })
             .collect();
         (first, rest)
+    }
+
+    /// How long this run's segments are: shorter in fast start, where a player waits for the
+    /// first one. A fast start run begun before that keeps the standard length, so a transcode
+    /// it retries continues the segments it has.
+    fn segment_secs(&self) -> u32 {
+        if self.request.settings.fast_start && self.ctx.patched(SHORT_FAST_START_SEGMENTS) {
+            FAST_START_SEGMENT_SECS
+        } else {
+            SEGMENT_SECS
+        }
     }
 
     async fn thumbnail_if_missing(&self, plan: &SourcePlan) -> Vec<String> {
@@ -697,7 +714,7 @@ impl Pipeline {
     ) -> Result<TranscodeOutput, ActivityExecutionError> {
         let names: Vec<&str> = job.variants.iter().map(|v| v.name.as_str()).collect();
         let mut summary = format!("transcode {}", names.join(", "));
-        if job.range != SegmentRange::whole() {
+        if job.range != SegmentRange::whole(job.range.segment_secs) {
             summary.push_str(&format!(" from {} s", job.range.start_secs()));
         }
         let input = TranscodeJob {

@@ -8,7 +8,7 @@
 
 use super::{FfmpegCommand, SourceInput};
 use crate::codec::Level;
-use pulse_workflows::media::{SEGMENT_SECS, SegmentRange, SourceMedia, VariantSpec};
+use pulse_workflows::media::{SegmentRange, SourceMedia, VariantSpec};
 use std::{net::SocketAddr, path::Path};
 
 /// Timestamp every output starts from; see [`TranscodeRecipe::output_offset_secs`].
@@ -68,9 +68,15 @@ impl Encoding<'_> {
     }
 
     /// The output options of variant `index` of the filter graph: streams, encoders, rate
-    /// control and keyframes. The muxer comes after.
-    pub fn output_args(&self, index: usize, variant: &VariantSpec) -> Vec<String> {
-        let keyframe_frames = (self.media.frame_rate * f64::from(SEGMENT_SECS))
+    /// control and keyframes (one starting each segment of `segment_secs`). The muxer comes
+    /// after.
+    pub fn output_args(
+        &self,
+        index: usize,
+        variant: &VariantSpec,
+        segment_secs: u32,
+    ) -> Vec<String> {
+        let keyframe_frames = (self.media.frame_rate * f64::from(segment_secs))
             .round()
             .max(1.0);
         let max_kbps = variant.max_video_kbps;
@@ -115,7 +121,7 @@ impl Encoding<'_> {
             "-keyint_min".into(),
             format!("{keyframe_frames}"),
             "-force_key_frames".into(),
-            format!("expr:gte(t,n_forced*{SEGMENT_SECS})"),
+            format!("expr:gte(t,n_forced*{segment_secs})"),
         ]);
         if self.media.audio_stream.is_some() {
             args.extend(["-c:a", "aac", "-ac", "2", "-ar", "48000", "-b:a"].map(str::to_owned));
@@ -162,7 +168,9 @@ impl TranscodeRecipe<'_> {
             .seek(self.range.start_secs())
             .realtime(self.realtime);
         if let Some(end) = self.range.end {
-            input = input.limit(f64::from((end - self.range.first) * SEGMENT_SECS));
+            input = input.limit(f64::from(
+                (end - self.range.first) * self.range.segment_secs,
+            ));
         }
         let mut command = FfmpegCommand::new()
             .progress_to(progress)
@@ -174,26 +182,29 @@ impl TranscodeRecipe<'_> {
         for (index, variant) in self.variants.iter().enumerate() {
             let folder = work_dir.join(&variant.name);
             command = command
-                .args(self.encoding.output_args(index, variant))
+                .args(
+                    self.encoding
+                        .output_args(index, variant, self.range.segment_secs),
+                )
                 .args([
                     "-output_ts_offset".to_owned(),
                     format!("{:.6}", self.output_offset_secs()),
                 ])
-                .args(hls_muxer(self.range.first, &folder))
+                .args(hls_muxer(&self.range, &folder))
                 .output(&folder.join(WORK_PLAYLIST));
         }
         command
     }
 }
 
-/// The HLS muxer options of one output: 4 s segments numbered from `first`, written into
-/// `folder` with their playlist replaced atomically after each one.
-pub fn hls_muxer(first: u32, folder: &Path) -> Vec<String> {
+/// The HLS muxer options of one output: the segments of `range`, numbered from its first,
+/// written into `folder` with their playlist replaced atomically after each one.
+fn hls_muxer(range: &SegmentRange, folder: &Path) -> Vec<String> {
     vec![
         "-f".into(),
         "hls".into(),
         "-hls_time".into(),
-        SEGMENT_SECS.to_string(),
+        range.segment_secs.to_string(),
         "-hls_playlist_type".into(),
         "event".into(),
         "-hls_flags".into(),
@@ -201,7 +212,7 @@ pub fn hls_muxer(first: u32, folder: &Path) -> Vec<String> {
         "-hls_segment_type".into(),
         "mpegts".into(),
         "-start_number".into(),
-        first.to_string(),
+        range.first.to_string(),
         "-hls_segment_filename".into(),
         folder.join("seg_%03d.ts").display().to_string(),
     ]
@@ -252,6 +263,7 @@ fn scale(width: u32, height: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pulse_workflows::media::{FAST_START_SEGMENT_SECS, SEGMENT_SECS};
     use std::path::PathBuf;
 
     fn media(audio: bool, hdr: bool) -> SourceMedia {
@@ -303,7 +315,7 @@ mod tests {
         let args = args(
             &media(true, false),
             &[variant("720p", 1280, 720, 2800)],
-            SegmentRange::whole(),
+            SegmentRange::whole(SEGMENT_SECS),
         );
         for expected in [
             "-progress tcp://127.0.0.1:9000",
@@ -326,7 +338,11 @@ mod tests {
             variant("360p", 640, 360, 800),
             variant("720p", 1280, 720, 2800),
         ];
-        let args = args(&media(true, false), &ladder, SegmentRange::whole());
+        let args = args(
+            &media(true, false),
+            &ladder,
+            SegmentRange::whole(SEGMENT_SECS),
+        );
         assert_eq!(args.matches(" -i ").count(), 1, "{args}");
         assert!(args.contains("split=2[s0][s1];[s0]scale=640:360"), "{args}");
         assert!(args.contains("-map [v1] -map 0:1"), "{args}");
@@ -341,28 +357,50 @@ mod tests {
         let args = args(
             &media(false, false),
             &[variant("720p", 1280, 720, 2800)],
-            SegmentRange::whole(),
+            SegmentRange::whole(SEGMENT_SECS),
         );
         assert!(!args.contains("-c:a") && !args.contains("0:1"), "{args}");
     }
 
     #[test]
     fn a_range_seeks_limits_and_continues_numbering_and_time() {
-        let range = SegmentRange {
-            first: 3,
-            end: Some(5),
-        };
-        let args = args(
-            &media(true, false),
-            &[variant("720p", 1280, 720, 2800)],
-            range,
-        );
-        assert!(
-            args.contains("-ss 12.000000 -t 8.000000 -i http://s3/src"),
-            "{args}"
-        );
-        assert!(args.contains("-output_ts_offset 13.000000"), "{args}");
-        assert!(args.contains("-start_number 3"), "{args}");
+        // Segments 3 and 4, of the standard length and of fast start's shorter one: keyframes,
+        // cuts, seek and timestamps all follow the segment length.
+        let cases = [
+            (
+                SEGMENT_SECS,
+                [
+                    "-ss 12.000000 -t 8.000000 -i http://s3/src",
+                    "-g 120 -keyint_min 120",
+                    "-force_key_frames expr:gte(t,n_forced*4)",
+                    "-output_ts_offset 13.000000 -f hls -hls_time 4",
+                ],
+            ),
+            (
+                FAST_START_SEGMENT_SECS,
+                [
+                    "-ss 6.000000 -t 4.000000 -i http://s3/src",
+                    "-g 60 -keyint_min 60",
+                    "-force_key_frames expr:gte(t,n_forced*2)",
+                    "-output_ts_offset 7.000000 -f hls -hls_time 2",
+                ],
+            ),
+        ];
+        for (segment_secs, expected) in cases {
+            let range = SegmentRange {
+                first: 3,
+                end: Some(5),
+                segment_secs,
+            };
+            let args = args(
+                &media(true, false),
+                &[variant("720p", 1280, 720, 2800)],
+                range,
+            );
+            for expected in expected.into_iter().chain(["-start_number 3"]) {
+                assert!(args.contains(expected), "missing {expected:?} in {args}");
+            }
+        }
     }
 
     #[test]
@@ -370,7 +408,7 @@ mod tests {
         let args = args(
             &media(true, true),
             &[variant("720p", 1280, 720, 2800)],
-            SegmentRange::whole(),
+            SegmentRange::whole(SEGMENT_SECS),
         );
         assert!(args.contains("[0:0]zscale=t=linear:npl=100"), "{args}");
         assert!(
