@@ -128,6 +128,11 @@ impl SegmentRange {
         }
     }
 
+    /// Whether the range is the whole video.
+    pub fn is_whole(&self) -> bool {
+        self.first == 0 && self.end.is_none()
+    }
+
     /// Where the range starts in the video, in seconds.
     pub fn start_secs(&self) -> f64 {
         f64::from(self.first * self.segment_secs)
@@ -213,6 +218,8 @@ mod tests {
             SegmentRange::chunks(0.5, 8.0, SEGMENT_SECS),
             vec![SegmentRange::whole(SEGMENT_SECS)]
         );
+        assert!(SegmentRange::whole(SEGMENT_SECS).is_whole());
+        assert!(chunks.iter().all(|chunk| !chunk.is_whole()));
     }
 
     #[test]

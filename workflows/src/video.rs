@@ -714,7 +714,7 @@ impl Pipeline {
     ) -> Result<TranscodeOutput, ActivityExecutionError> {
         let names: Vec<&str> = job.variants.iter().map(|v| v.name.as_str()).collect();
         let mut summary = format!("transcode {}", names.join(", "));
-        if job.range != SegmentRange::whole(job.range.segment_secs) {
+        if !job.range.is_whole() {
             summary.push_str(&format!(" from {} s", job.range.start_secs()));
         }
         let input = TranscodeJob {
