@@ -6,7 +6,8 @@
 //! [`Sampler`] watches the worker's memory, its ffmpeg children and its temp folder. The same
 //! ladder is then encoded by plain ffmpeg from the local file: one process per variant in turn
 //! (the seed's way), one process making every variant from one decode, and the smallest
-//! variant alone. Fast start and scaling over workers are measured after the runs.
+//! variant alone. Fast start on a 10-minute clip and scaling over workers are measured after the
+//! runs.
 
 use crate::{
     media::ClipSpec,
@@ -48,6 +49,11 @@ pub fn bench_clip() -> ClipSpec {
 /// The longer, smaller clip that shows how the wall time falls as workers are added.
 pub fn scaling_clip() -> ClipSpec {
     ClipSpec::new(1280, 720, 48.0).noisy()
+}
+
+/// The long clip fast start is timed on: players should start as early as on the short one.
+pub fn long_clip() -> ClipSpec {
+    ClipSpec::new(1920, 1080, 600.0).noisy()
 }
 
 /// Piece length of the scaling runs: the larger variants of the scaling clip come in 4 pieces.
@@ -253,64 +259,112 @@ pub struct PulseRun {
 
 /// Processes `source` with fresh release workers as `setup` says.
 pub async fn run_pulse(source: &Path, setup: Setup) -> PulseRun {
-    let env = TestEnv::with("bench", Endpoints::shared(), |settings| {
-        // Production retries and heartbeat timeout, not the tests' short ones.
-        let production = ProcessingSettings::default();
-        settings.retry = production.retry;
-        settings.heartbeat_timeout = production.heartbeat_timeout;
-        settings.fast_start = setup.fast_start;
-        if let Some(chunk_secs) = setup.chunk_secs {
-            settings.chunk_secs = f64::from(chunk_secs);
-        }
-    })
-    .await;
-    // The workers send their events to a real receiver, as in production; the `done` event
-    // says to the millisecond when the asset was done, where polling its state would add up to
-    // a polling interval and load the worker with queries.
-    let receiver = Receiver::start(Mode::Accept).await;
-    let workers: Vec<WorkerProcess> = (0..setup.workers)
-        .map(|_| WorkerProcess::spawn(&env, &receiver.worker_env()))
-        .collect();
-    if setup.core_per_worker {
-        for (core, worker) in workers.iter().enumerate() {
-            pin_to_core(worker.pid(), core);
-        }
-    }
-    // A tiny asset first, so the clock starts with workers already polling.
-    let warm_up = env
-        .process(&env.asset("warmup"), &clip(&ClipSpec::new(320, 240, 1.0)))
-        .await;
-    assert_eq!(warm_up.status, AssetStatus::Done, "warm-up: {warm_up:?}");
-
-    let asset = env.asset("bench");
-    let key = env
-        .starter
-        .upload(&asset, source)
-        .await
-        .expect("uploading the clip");
-    let sampler = Sampler::start(workers[0].pid(), env.work_dir.path().to_owned());
-    let started = SystemTime::now();
-    env.starter
-        .start(&asset, &key)
-        .await
-        .expect("starting the workflow");
+    let run = StartedRun::start(source, setup).await;
     let (playable_secs, done) = tokio::join!(
-        async {
-            wait_playable(&env.storage, &asset).await;
-            seconds_since(started, SystemTime::now())
-        },
-        wait_terminal_event(&receiver, &asset)
+        run.playable_secs(),
+        wait_terminal_event(&run.receiver, &run.asset)
     );
-    let peaks = sampler.finish();
+    let peaks = run.sampler.finish();
     assert_eq!(done.stage, Some(Stage::Done), "{done:?}");
     let done_at = humantime::parse_rfc3339(&done.at).expect("events carry RFC 3339 times");
     // The run closes once the done event is out; the workers stay until then.
-    env.wait_closed(&asset).await;
+    run.env.wait_closed(&run.asset).await;
     PulseRun {
         playable_secs,
-        done_secs: seconds_since(started, done_at),
-        history_events: env.history(&asset).await.len(),
+        done_secs: seconds_since(run.started, done_at),
+        history_events: run.env.history(&run.asset).await.len(),
         peaks,
+    }
+}
+
+/// Fast start's time to playable on `source`, a video too long to wait for: the run is
+/// cancelled once it plays.
+pub async fn playable_with_fast_start(source: &Path) -> f64 {
+    let setup = Setup {
+        fast_start: true,
+        ..Setup::standard()
+    };
+    let run = StartedRun::start(source, setup).await;
+    let playable_secs = run.playable_secs().await;
+    run.sampler.finish();
+    run.env
+        .starter
+        .cancel(&run.asset, "the benchmark has its time to playable")
+        .await
+        .expect("cancelling the run");
+    run.env.wait_closed(&run.asset).await;
+    playable_secs
+}
+
+/// An asset started on Pulse with fresh release workers, the clock running.
+struct StartedRun {
+    /// Kept so the workers live as long as the run; dropped (killed) first.
+    _workers: Vec<WorkerProcess>,
+    receiver: Receiver,
+    env: TestEnv,
+    asset: AssetId,
+    sampler: Sampler,
+    started: SystemTime,
+}
+
+impl StartedRun {
+    /// Uploads `source` and starts its run, after a warm-up asset.
+    async fn start(source: &Path, setup: Setup) -> Self {
+        let env = TestEnv::with("bench", Endpoints::shared(), |settings| {
+            // Production retries and heartbeat timeout, not the tests' short ones.
+            let production = ProcessingSettings::default();
+            settings.retry = production.retry;
+            settings.heartbeat_timeout = production.heartbeat_timeout;
+            settings.fast_start = setup.fast_start;
+            if let Some(chunk_secs) = setup.chunk_secs {
+                settings.chunk_secs = f64::from(chunk_secs);
+            }
+        })
+        .await;
+        // The workers send their events to a real receiver, as in production; the `done`
+        // event says to the millisecond when the asset was done, where polling its state would
+        // add up to a polling interval and load the worker with queries.
+        let receiver = Receiver::start(Mode::Accept).await;
+        let workers: Vec<WorkerProcess> = (0..setup.workers)
+            .map(|_| WorkerProcess::spawn(&env, &receiver.worker_env()))
+            .collect();
+        if setup.core_per_worker {
+            for (core, worker) in workers.iter().enumerate() {
+                pin_to_core(worker.pid(), core);
+            }
+        }
+        // A tiny asset first, so the clock starts with workers already polling.
+        let warm_up = env
+            .process(&env.asset("warmup"), &clip(&ClipSpec::new(320, 240, 1.0)))
+            .await;
+        assert_eq!(warm_up.status, AssetStatus::Done, "warm-up: {warm_up:?}");
+
+        let asset = env.asset("bench");
+        let key = env
+            .starter
+            .upload(&asset, source)
+            .await
+            .expect("uploading the clip");
+        let sampler = Sampler::start(workers[0].pid(), env.work_dir.path().to_owned());
+        let started = SystemTime::now();
+        env.starter
+            .start(&asset, &key)
+            .await
+            .expect("starting the workflow");
+        Self {
+            _workers: workers,
+            receiver,
+            env,
+            asset,
+            sampler,
+            started,
+        }
+    }
+
+    /// Seconds from the start call until the asset plays.
+    async fn playable_secs(&self) -> f64 {
+        wait_playable(&self.env.storage, &self.asset).await;
+        seconds_since(self.started, SystemTime::now())
     }
 }
 
@@ -522,8 +576,19 @@ pub struct Report {
     pub ffmpeg: Vec<FfmpegRun>,
     /// Pulse in fast start, one run per element.
     pub fast_start: Vec<PulseRun>,
+    /// Fast start on the long clip.
+    pub long_video: Option<LongVideo>,
     /// The scaling clip's time to done with 1 and 2 workers, a core each.
     pub scaling: Option<Scaling>,
+}
+
+/// Fast start on a long video, each run cancelled once it plays.
+#[derive(Clone, Debug, Serialize)]
+pub struct LongVideo {
+    /// The clip.
+    pub clip: String,
+    /// Fast start's time to playable, one run per element.
+    pub fast_start_playable_secs: Vec<f64>,
 }
 
 /// Wall time of a longer video as workers are added.
@@ -692,6 +757,13 @@ impl Report {
                 spread.median, spread.min, spread.max
             ));
         }
+        if let Some(long) = &self.long_video {
+            let playable = Spread::of(long.fast_start_playable_secs.iter().copied());
+            out.push_str(&format!(
+                "\nfast start on {}: playable in {:.2} s (median; {:.2} to {:.2})\n",
+                long.clip, playable.median, playable.min, playable.max
+            ));
+        }
         if let Some(scaling) = &self.scaling {
             out.push_str(&format!(
                 "\nscaling, {} in {} s pieces, a core per worker:\n",
@@ -710,6 +782,8 @@ impl Report {
 pub struct Options {
     /// Runs of each measurement.
     pub runs: usize,
+    /// Whether to time fast start on the long clip too.
+    pub long_video: bool,
     /// Whether to measure scaling over workers too.
     pub scaling: bool,
 }
@@ -730,6 +804,7 @@ pub async fn run(options: Options) -> Report {
         pulse: Vec::new(),
         ffmpeg: Vec::new(),
         fast_start: Vec::new(),
+        long_video: None,
         scaling: None,
     };
     let baselines = Baselines {
@@ -758,10 +833,29 @@ pub async fn run(options: Options) -> Report {
         };
         report.fast_start.push(run_pulse(&source, fast_start).await);
     }
+    if options.long_video {
+        report.long_video = Some(run_long_video(options.runs).await);
+    }
     if options.scaling {
         report.scaling = Some(run_scaling().await);
     }
     report
+}
+
+/// Fast start's time to playable on the long clip, `runs` times.
+async fn run_long_video(runs: usize) -> LongVideo {
+    let spec = long_clip();
+    eprintln!("generating the long clip (once)...");
+    let source = clip(&spec);
+    let mut fast_start_playable_secs = Vec::new();
+    for run in 1..=runs {
+        eprintln!("long video {run}/{runs}: Pulse, fast start, until it plays");
+        fast_start_playable_secs.push(playable_with_fast_start(&source).await);
+    }
+    LongVideo {
+        clip: describe(&spec),
+        fast_start_playable_secs,
+    }
 }
 
 /// The scaling clip with 1, then 2 workers, a core each.
@@ -844,6 +938,7 @@ mod tests {
             pulse: vec![pulse(63.0), pulse(60.0), pulse(66.0)],
             ffmpeg: vec![plain; 3],
             fast_start: Vec::new(),
+            long_video: None,
             scaling: None,
         };
         let json: serde_json::Value = serde_json::from_str(&report.json().unwrap()).unwrap();

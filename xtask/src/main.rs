@@ -59,6 +59,9 @@ enum Command {
         /// Runs of each measurement; the table gives their median, min and max.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Skip fast start on a 10-minute clip (cancelled once it plays).
+        #[arg(long)]
+        no_long_video: bool,
         /// Skip the scaling runs (a longer clip with 1 and 2 workers).
         #[arg(long)]
         no_scaling: bool,
@@ -119,6 +122,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench {
             json,
             runs,
+            no_long_video,
             no_scaling,
         } => {
             stack.up()?;
@@ -128,6 +132,7 @@ fn main() -> anyhow::Result<()> {
             bench
                 .args(["--runs", &runs.to_string()])
                 .args(json.then_some("--json"))
+                .args(no_long_video.then_some("--no-long-video"))
                 .args(no_scaling.then_some("--no-scaling"))
                 .env("PULSE_BIN_DIR", &release);
             xtask::install::run(&mut bench)?;

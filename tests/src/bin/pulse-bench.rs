@@ -13,6 +13,9 @@ struct Args {
     /// Print every run and their summary as JSON instead of the table.
     #[arg(long)]
     json: bool,
+    /// Skip fast start on a 10-minute clip (cancelled once it plays).
+    #[arg(long)]
+    no_long_video: bool,
     /// Skip the scaling runs (a longer clip with 1 and 2 workers).
     #[arg(long)]
     no_scaling: bool,
@@ -24,6 +27,7 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
     let report = bench::run(Options {
         runs: args.runs,
+        long_video: !args.no_long_video,
         scaling: !args.no_scaling,
     })
     .await;
