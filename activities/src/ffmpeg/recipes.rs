@@ -13,6 +13,12 @@ use std::{net::SocketAddr, path::Path};
 
 /// Timestamp every output starts from; see [`TranscodeRecipe::output_offset_secs`].
 pub const TIMESTAMP_BASE_SECS: f64 = 1.0;
+/// One AAC frame of the outputs' 48 kHz audio. An AAC encoder starts one frame before its first
+/// sample (the priming frame), so a run continuing the segments of another (a later piece, a
+/// resumed transcode) would put that frame over the other run's last one, and the timestamps
+/// would repeat at the join. Such a run skips this much of its audio instead: its priming frame
+/// takes the place of the skipped samples and the timestamps run on.
+const AAC_FRAME_SECS: f64 = 1024.0 / 48_000.0;
 /// Name of the playlist ffmpeg keeps in each variant's work folder while it encodes.
 pub const WORK_PLAYLIST: &str = "index.m3u8";
 /// Longest side of the thumbnail, in pixels.
@@ -179,12 +185,19 @@ impl TranscodeRecipe<'_> {
                 "-filter_complex".to_owned(),
                 self.encoding.filter_graph(self.variants),
             ]);
+        let continues = self.range.first > 0 && self.encoding.media.audio_stream.is_some();
         for (index, variant) in self.variants.iter().enumerate() {
             let folder = work_dir.join(&variant.name);
             command = command
                 .args(
                     self.encoding
                         .output_args(index, variant, self.range.segment_secs),
+                )
+                .args(
+                    continues
+                        .then(|| ["-af".to_owned(), format!("atrim=start={AAC_FRAME_SECS:.9}")])
+                        .into_iter()
+                        .flatten(),
                 )
                 .args([
                     "-output_ts_offset".to_owned(),
@@ -330,6 +343,10 @@ mod tests {
             assert!(args.contains(expected), "missing {expected:?} in {args}");
         }
         assert!(!args.contains("-ss") && !args.contains(" -t "), "{args}");
+        assert!(
+            !args.contains("atrim"),
+            "from the start, the audio is whole: {args}"
+        );
     }
 
     #[test]
@@ -397,7 +414,9 @@ mod tests {
                 &[variant("720p", 1280, 720, 2800)],
                 range,
             );
-            for expected in expected.into_iter().chain(["-start_number 3"]) {
+            // The audio skips the priming frame's length, so it runs on from the segments before.
+            let continued = "-b:a 128k -af atrim=start=0.021333333 -output_ts_offset";
+            for expected in expected.into_iter().chain(["-start_number 3", continued]) {
                 assert!(args.contains(expected), "missing {expected:?} in {args}");
             }
         }
