@@ -29,7 +29,7 @@ use std::{sync::Arc, time::Duration};
 use temporalio_client::{
     Client, WorkflowDescribeOptions, WorkflowHandle, WorkflowQueryOptions, WorkflowSignalOptions,
 };
-use temporalio_common::ActivityDefinition;
+use temporalio_common::{ActivityDefinition, HasWorkflowDefinition, SignalDefinition};
 use temporalio_macros::activities;
 use temporalio_sdk::{
     WorkerOptions,
@@ -163,8 +163,8 @@ impl PulseActivities {
         until_cancelled(&ctx, self.make_thumbnail(&job)).await
     }
 
-    /// Transcodes some variants over some segments, heartbeating its checkpoint; in fast start
-    /// tells the workflow when the first segment plays.
+    /// Transcodes some variants over some segments, heartbeating its checkpoint; tells the
+    /// workflow that it runs when asked to, and in fast start when the first segment plays.
     #[activity(definition = contract::Transcode)]
     pub async fn transcode(
         self: Arc<Self>,
@@ -194,26 +194,24 @@ impl PulseActivities {
             job.live.then_some(first_published),
         );
         let heartbeats = heartbeat(&ctx, latest);
-        let announce = async {
-            let Ok(master) = published.await else {
-                return;
-            };
-            let Some(workflow) = ctx.workflow_handle::<VideoWorkflow>() else {
-                return;
-            };
-            if let Err(error) = workflow
-                .signal(
-                    VideoWorkflow::first_segment_published,
-                    master,
-                    WorkflowSignalOptions::default(),
-                )
-                .await
-            {
-                // The asset still becomes playable when the variant is complete.
-                tracing::warn!(asset_id = %job.asset_id, "could not signal the first segment: {error}");
+        // Without the first signal the other variants start when this transcode ends; without
+        // the second the asset plays when its variant is complete.
+        let announce_start = async {
+            if job.announce_start {
+                signal(&ctx, VideoWorkflow::first_transcode_started, ()).await;
             }
         };
-        let (result, (), ()) = tokio::join!(until_cancelled(&ctx, work), heartbeats, announce);
+        let announce_playable = async {
+            if let Ok(master) = published.await {
+                signal(&ctx, VideoWorkflow::first_segment_published, master).await;
+            }
+        };
+        let (result, (), (), ()) = tokio::join!(
+            until_cancelled(&ctx, work),
+            heartbeats,
+            announce_start,
+            announce_playable
+        );
         result
     }
 
@@ -321,8 +319,6 @@ where
     options.register_activity::<A>(activities.clone());
 }
 
-/// Runs `work` unless the activity is cancelled first; dropping it kills its ffmpeg and removes
-/// its temp folder.
 /// What the last attempt of this activity heartbeated, or the default on a first attempt.
 fn last_heartbeat<T: DeserializeOwned + Default + 'static>(ctx: &ActivityContext) -> T {
     ctx.heartbeat_details()
@@ -351,6 +347,28 @@ async fn heartbeat<T: Serialize + Clone + 'static>(
     }
 }
 
+/// Sends `signal` to the workflow of this activity; a failure is only logged, since the
+/// workflow also learns what it says when the activity ends.
+async fn signal<S>(ctx: &ActivityContext, signal: S, input: S::Input)
+where
+    S: SignalDefinition<Workflow = <VideoWorkflow as HasWorkflowDefinition>::Run>,
+    S::Input: Send,
+{
+    let name = signal.name().to_owned();
+    let Some(workflow) = ctx.workflow_handle::<VideoWorkflow>() else {
+        return;
+    };
+    if let Err(error) = workflow
+        .signal(signal, input, WorkflowSignalOptions::default())
+        .await
+    {
+        let workflow_id = ctx.info().workflow_id.clone().unwrap_or_default();
+        tracing::warn!(%workflow_id, "could not send the {name} signal: {error}");
+    }
+}
+
+/// Runs `work` unless the activity is cancelled first; dropping it kills its ffmpeg and removes
+/// its temp folder.
 async fn until_cancelled<T>(
     ctx: &ActivityContext,
     work: impl Future<Output = anyhow::Result<T>>,

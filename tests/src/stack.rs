@@ -256,10 +256,7 @@ impl TestEnv {
                             .as_ref()
                             .map(|t| t.name.clone())
                             .unwrap_or_default(),
-                        e.user_metadata
-                            .as_ref()
-                            .and_then(|m| m.summary.as_ref())
-                            .and_then(|p| serde_json::from_slice::<String>(&p.data).ok()),
+                        summary(e),
                     )),
                     _ => None,
                 })
@@ -279,6 +276,12 @@ impl TestEnv {
             })
             .collect()
     }
+}
+
+/// The summary the workflow gave a history event (an activity's, say), if any.
+pub fn summary(event: &HistoryEvent) -> Option<String> {
+    let payload = event.user_metadata.as_ref()?.summary.as_ref()?;
+    serde_json::from_slice(&payload.data).ok()
 }
 
 use temporalio_client::WorkflowFetchHistoryOptions;

@@ -5,7 +5,7 @@ use pulse_tests::{
     bucket,
     media::{self, ClipSpec},
     playback::{check_playback, picture_size},
-    stack::{Endpoints, TestEnv},
+    stack::{Endpoints, TestEnv, summary},
     worker::{WorkerProcess, binary},
 };
 use pulse_workflows::{AssetState, AssetStatus, VariantStatus, media::FAST_START_SEGMENT_SECS};
@@ -14,6 +14,7 @@ use std::{
     process::Command,
     time::{Duration, Instant},
 };
+use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
@@ -374,6 +375,58 @@ fn invalid_asset_ids_are_refused_before_any_work() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("asset id"), "{bad:?}: {stderr}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_video_in_pieces_plays_in_full_and_its_pieces_wait_for_the_smallest_variant() {
+    let env = TestEnv::with("pieces", Endpoints::shared(), |settings| {
+        settings.chunk_secs = 8.0;
+    })
+    .await;
+    // One worker with two heavy slots, three pieces of 360p: scheduled with the smallest
+    // variant, two pieces could take both slots while it waited, and nothing would play.
+    let _worker = WorkerProcess::spawn(&env, &[]);
+    let spec = ClipSpec::new(640, 360, 20.0);
+    let source = media::clip(&spec);
+    let asset = env.asset("pieces");
+
+    let state = env.process(&asset, &source).await;
+
+    assert_eq!(state.status, AssetStatus::Done, "{state:?}");
+    check_playback(
+        &env.storage,
+        &state,
+        &spec,
+        &[("240p", 426, 240), ("360p", 640, 360)],
+    )
+    .await;
+    let events = env.history(&asset).await;
+    let started = events
+        .iter()
+        .position(|event| {
+            matches!(&event.attributes, Some(Attributes::WorkflowExecutionSignaledEventAttributes(signal))
+                if signal.signal_name == "first_transcode_started")
+        })
+        .expect("the smallest variant's transcode says when it runs");
+    let pieces: Vec<(usize, String)> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(at, event)| Some((at, summary(event)?)))
+        .filter(|(_, summary)| summary.starts_with("transcode 360p"))
+        .collect();
+    let names: Vec<&str> = pieces.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "transcode 360p from 0 s",
+            "transcode 360p from 8 s",
+            "transcode 360p from 16 s"
+        ]
+    );
+    assert!(
+        pieces.iter().all(|(at, _)| *at > started),
+        "pieces are scheduled once the smallest variant's transcode runs"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -59,6 +59,11 @@ pub struct TranscodeJob {
     /// as the first segment is up, then tell the workflow with the `first_segment_published`
     /// signal.
     pub live: bool,
+    /// Tell the workflow with the `first_transcode_started` signal once running: the smallest
+    /// variant then holds a heavy slot, and the pieces of the other variants may be scheduled
+    /// without taking it. Jobs recorded before this field never signal.
+    #[serde(default)]
+    pub announce_start: bool,
 }
 
 /// A variant whose every segment is uploaded.

@@ -58,6 +58,8 @@ const QUICK_HEAVY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 const TRANSCODE_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
 /// Marks runs whose fast start segments are [`FAST_START_SEGMENT_SECS`] long.
 const SHORT_FAST_START_SEGMENTS: &str = "short-fast-start-segments";
+/// Marks runs whose other variants wait until the smallest variant's transcode has started.
+const REST_AFTER_FIRST_STARTS: &str = "rest-after-first-starts";
 /// How long one light activity attempt may take.
 const LIGHT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a stage event is retried before it is given up.
@@ -86,6 +88,9 @@ pub struct VideoWorkflow {
     held_playable: Option<Notification>,
     /// Whether transcodes run: the progress reporter runs while they do.
     transcoding: bool,
+    /// Whether the other variants' transcodes may be scheduled: once the smallest variant's
+    /// has started (or ended), so their pieces cannot take every heavy slot while it waits.
+    rest_may_start: bool,
     /// Whether the progress reporter still runs: the terminal event waits until it stopped, so
     /// no progress event can follow it.
     reporter_running: bool,
@@ -123,6 +128,16 @@ impl VideoWorkflow {
             self.held_playable = Some(playable);
         }
     }
+}
+
+/// Which transcode of a round a job is.
+#[derive(Clone, Copy)]
+enum Turn {
+    /// The smallest variant, at full priority: `live` in fast start; `announce_start` when the
+    /// other variants wait until it runs.
+    First { live: bool, announce_start: bool },
+    /// The other variants, at idle priority while `background` (nothing plays yet).
+    Rest { background: bool },
 }
 
 /// How a run ends.
@@ -192,6 +207,12 @@ impl VideoWorkflow {
             }
         }
         self.become_playable(master.key, unix_ms(ctx.workflow_time()));
+    }
+
+    /// The smallest variant's transcode runs, and so holds a heavy slot. Sent by the transcode.
+    #[signal]
+    pub fn first_transcode_started(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
+        self.rest_may_start = true;
     }
 
     #[update_validator(retry)]
@@ -303,11 +324,19 @@ impl Pipeline {
     /// wrong.
     async fn produce(&self, plan: &SourcePlan) -> Vec<String> {
         let (first, rest) = self.jobs(plan);
-        self.ctx.state_mut(|workflow| workflow.transcoding = true);
+        // Transcodes scheduled together start in no set order: a long video's pieces could
+        // take every heavy slot while the smallest variant waits, and nothing would play until
+        // a piece is done.
+        let rest_waits =
+            first.is_some() && !rest.is_empty() && self.ctx.patched(REST_AFTER_FIRST_STARTS);
+        self.ctx.state_mut(|workflow| {
+            workflow.transcoding = true;
+            workflow.rest_may_start = !rest_waits;
+        });
         // The thumbnail waits for the smallest variant, so the two transcodes take a worker's
         // two heavy slots at once; the `playable` event waits for the thumbnail in turn.
         let first_then_thumbnail = async {
-            let first = self.run_first(plan, first).await;
+            let first = self.run_first(plan, first, rest_waits).await;
             let mut problems = self.thumbnail_if_missing(plan).await;
             problems.extend(first);
             problems
@@ -438,11 +467,23 @@ impl Pipeline {
     }
 
     /// Makes the smallest variant at full priority: the asset plays once it is published.
-    async fn run_first(&self, plan: &SourcePlan, job: Option<Job>) -> Option<String> {
+    /// `announce_start`: the transcode signals when it runs, as the other variants wait for it.
+    async fn run_first(
+        &self,
+        plan: &SourcePlan,
+        job: Option<Job>,
+        announce_start: bool,
+    ) -> Option<String> {
         let job = job?;
         self.set_variants(&job.variants, VariantStatus::Running);
-        let live = self.request.settings.fast_start;
-        let result = self.transcode(plan, &job, false, live).await;
+        let turn = Turn::First {
+            live: self.request.settings.fast_start,
+            announce_start,
+        };
+        let result = self.transcode(plan, &job, turn).await;
+        // Ended without its signal (refused at once, say): the others need not wait any more.
+        self.ctx
+            .state_mut(|workflow| workflow.rest_may_start = true);
         self.settle(job.span);
         match result {
             Ok(output) => self.complete(plan, &job.variants, output.variants).await,
@@ -458,8 +499,12 @@ impl Pipeline {
         let background = self
             .ctx
             .state(|workflow| workflow.state.master_key.is_none());
+        let _ = self
+            .ctx
+            .wait_condition(|workflow| workflow.rest_may_start)
+            .await;
         let pieces = join_all(jobs.iter().map(|job| async move {
-            let result = self.transcode(plan, job, background, false).await;
+            let result = self.transcode(plan, job, Turn::Rest { background }).await;
             self.settle(job.span);
             result
         }))
@@ -709,9 +754,15 @@ impl Pipeline {
         &self,
         plan: &SourcePlan,
         job: &Job,
-        background: bool,
-        live: bool,
+        turn: Turn,
     ) -> Result<TranscodeOutput, ActivityExecutionError> {
+        let (background, live, announce_start) = match turn {
+            Turn::First {
+                live,
+                announce_start,
+            } => (false, live, announce_start),
+            Turn::Rest { background } => (background, false, false),
+        };
         let names: Vec<&str> = job.variants.iter().map(|v| v.name.as_str()).collect();
         let mut summary = format!("transcode {}", names.join(", "));
         if !job.range.is_whole() {
@@ -726,6 +777,7 @@ impl Pipeline {
             progress: job.span,
             background,
             live,
+            announce_start,
         };
         let mut options = self.heavy(TRANSCODE_TIMEOUT).summarised(&summary);
         options.heartbeat_timeout = Some(self.request.settings.heartbeat_timeout);
