@@ -334,8 +334,8 @@ impl StartedRun {
             }
         }
         // A tiny asset first, so the clock starts with workers already polling.
-        let warm_up = env
-            .process(&env.asset("warmup"), &clip(&ClipSpec::new(320, 240, 1.0)))
+        let (_, warm_up) = env
+            .process_clip("warmup", &ClipSpec::new(320, 240, 1.0))
             .await;
         assert_eq!(warm_up.status, AssetStatus::Done, "warm-up: {warm_up:?}");
 

@@ -193,6 +193,18 @@ impl TestEnv {
 pub const ASSET_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl TestEnv {
+    /// Generates the clip of `spec` and processes it as a new asset named after `name`:
+    /// [`Self::process`] of the clip; returns the asset and its final state.
+    pub async fn process_clip(
+        &self,
+        name: &str,
+        spec: &crate::media::ClipSpec,
+    ) -> (AssetId, pulse_workflows::AssetState) {
+        let asset = self.asset(name);
+        let state = self.process(&asset, &crate::media::clip(spec)).await;
+        (asset, state)
+    }
+
     /// Uploads `file` as `asset`, starts it and waits until it is done, partial or failed.
     pub async fn process(
         &self,

@@ -425,10 +425,7 @@ async fn an_operator_retry_redoes_only_the_failed_variants_and_promotes_to_done(
     let env = TestEnv::new("retry").await;
     let mut faulty = WorkerProcess::spawn(&env, &[("PULSE_FAULT_FAIL_VARIANTS", "360p")]);
     let spec = ClipSpec::new(640, 360, 4.0);
-    let source = media::clip(&spec);
-    let asset = env.asset("retry");
-
-    let state = env.process(&asset, &source).await;
+    let (asset, state) = env.process_clip("retry", &spec).await;
     assert_eq!(state.status, AssetStatus::Partial, "{state:?}");
     faulty.kill();
     let _fixed = WorkerProcess::spawn(&env, &[]);

@@ -31,10 +31,7 @@ async fn a_landscape_clip_with_audio_becomes_a_complete_cached_ladder() {
     let env = TestEnv::new("landscape").await;
     let _worker = WorkerProcess::spawn(&env, &[]);
     let spec = ClipSpec::new(1280, 720, 5.0);
-    let source = media::clip(&spec);
-    let asset = env.asset("landscape");
-
-    let state = env.process(&asset, &source).await;
+    let (asset, state) = env.process_clip("landscape", &spec).await;
 
     assert_eq!(state.status, AssetStatus::Done, "{state:?}");
     assert_eq!(state.progress, 100.0);
@@ -148,10 +145,7 @@ async fn a_rotated_phone_clip_yields_portrait_variants() {
     let _worker = WorkerProcess::spawn(&env, &[]);
     // Coded landscape, displayed portrait: the way phones record.
     let spec = ClipSpec::new(640, 360, 3.0).rotated(90);
-    let source = media::clip(&spec);
-    let asset = env.asset("portrait");
-
-    let state = env.process(&asset, &source).await;
+    let (_, state) = env.process_clip("portrait", &spec).await;
 
     assert_eq!(state.status, AssetStatus::Done, "{state:?}");
     assert_eq!(
@@ -173,10 +167,7 @@ async fn a_clip_below_240p_gets_one_variant_at_its_own_size() {
     let env = TestEnv::new("tiny").await;
     let _worker = WorkerProcess::spawn(&env, &[]);
     let spec = ClipSpec::new(320, 180, 3.0).silent();
-    let source = media::clip(&spec);
-    let asset = env.asset("tiny");
-
-    let state = env.process(&asset, &source).await;
+    let (asset, state) = env.process_clip("tiny", &spec).await;
 
     assert_eq!(state.status, AssetStatus::Done, "{state:?}");
     assert_eq!(variant_names(&state), [("180p", VariantStatus::Done)]);
@@ -274,10 +265,7 @@ async fn nothing_playable_ends_failed() {
     let env = TestEnv::new("failed").await;
     let _worker = WorkerProcess::spawn(&env, &[("PULSE_FAULT_FAIL_VARIANTS", "180p")]);
     let spec = ClipSpec::new(320, 180, 2.0).silent();
-    let source = media::clip(&spec);
-    let asset = env.asset("failed");
-
-    let state = env.process(&asset, &source).await;
+    let (asset, state) = env.process_clip("failed", &spec).await;
 
     assert_eq!(state.status, AssetStatus::Failed, "{state:?}");
     assert_eq!(state.master_key, None);
@@ -387,10 +375,7 @@ async fn a_video_in_pieces_plays_in_full_and_its_pieces_wait_for_the_smallest_va
     // variant, two pieces could take both slots while it waited, and nothing would play.
     let _worker = WorkerProcess::spawn(&env, &[]);
     let spec = ClipSpec::new(640, 360, 20.0);
-    let source = media::clip(&spec);
-    let asset = env.asset("pieces");
-
-    let state = env.process(&asset, &source).await;
+    let (asset, state) = env.process_clip("pieces", &spec).await;
 
     assert_eq!(state.status, AssetStatus::Done, "{state:?}");
     check_playback(
