@@ -15,6 +15,7 @@ use crate::{
     transcode::{self, PRESIGN_TTL},
     workdir,
 };
+use futures::StreamExt;
 use pulse_workflows::{
     AssetId, VideoWorkflow,
     contract::{
@@ -25,17 +26,21 @@ use pulse_workflows::{
     progress::TranscodeCheckpoint,
 };
 use serde::{Serialize, de::DeserializeOwned};
-use std::{sync::Arc, time::Duration};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 use temporalio_client::{
-    Client, WorkflowDescribeOptions, WorkflowHandle, WorkflowQueryOptions, WorkflowSignalOptions,
+    Client, WorkflowDescribeOptions, WorkflowFetchHistoryOptions, WorkflowHandle,
+    WorkflowQueryOptions, WorkflowSignalOptions,
 };
-use temporalio_common::{ActivityDefinition, HasWorkflowDefinition, SignalDefinition};
+use temporalio_common::{
+    ActivityDefinition, HasWorkflowDefinition, SignalDefinition,
+    protos::temporal::api::enums::v1::EventType,
+};
 use temporalio_macros::activities;
 use temporalio_sdk::{
     WorkerOptions,
     activities::{ActivityContext, ActivityError, ExecutableActivity},
 };
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 /// How often a running transcode heartbeats, whether or not it moved.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
@@ -266,7 +271,10 @@ impl PulseActivities {
         };
         let last_sent: f64 = last_heartbeat(&ctx);
         let (sent, latest) = watch::channel(last_sent);
-        let source = WorkflowProgress(workflow);
+        let source = WorkflowProgress {
+            workflow,
+            activity_ended: Notify::new(),
+        };
         let reporting = reporter::report(
             &source,
             &self.notifier,
@@ -280,17 +288,46 @@ impl PulseActivities {
         tokio::select! {
             () = reporting => Ok(()),
             () = heartbeats => Ok(()),
+            never = source.watch_activities() => match never {},
             () = ctx.cancelled() => Err(ActivityError::cancelled()),
         }
     }
 }
 
 /// Progress as the workflow and the running transcodes' heartbeats tell it.
-struct WorkflowProgress(WorkflowHandle<Client, VideoWorkflow>);
+struct WorkflowProgress {
+    workflow: WorkflowHandle<Client, VideoWorkflow>,
+    /// Told whenever an activity of the workflow ends.
+    activity_ended: Notify,
+}
+
+impl WorkflowProgress {
+    /// Follows the workflow's history as it grows (a long poll on the server, no load while
+    /// nothing happens) and tells `activity_ended` of every activity that ends. Never returns:
+    /// should the history become unreadable, the reporter still looks once a second.
+    async fn watch_activities(&self) -> Infallible {
+        let options = WorkflowFetchHistoryOptions::builder()
+            .wait_new_event(true)
+            .build();
+        let mut events = self.workflow.fetch_history(options);
+        while let Some(Ok(event)) = events.next().await {
+            if matches!(
+                event.event_type(),
+                EventType::ActivityTaskCompleted
+                    | EventType::ActivityTaskFailed
+                    | EventType::ActivityTaskTimedOut
+                    | EventType::ActivityTaskCanceled
+            ) {
+                self.activity_ended.notify_one();
+            }
+        }
+        std::future::pending().await
+    }
+}
 
 impl ProgressSource for WorkflowProgress {
     async fn report(&self) -> Option<ProgressReport> {
-        self.0
+        self.workflow
             .query(
                 VideoWorkflow::progress_report,
                 (),
@@ -301,11 +338,15 @@ impl ProgressSource for WorkflowProgress {
     }
 
     async fn running(&self) -> Option<Running> {
-        self.0
+        self.workflow
             .describe(WorkflowDescribeOptions::default())
             .await
             .ok()
             .map(|description| Running::of(&description))
+    }
+
+    async fn activity_ended(&self) {
+        self.activity_ended.notified().await;
     }
 }
 

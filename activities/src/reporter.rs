@@ -6,16 +6,19 @@
 //! points. Concurrent transcodes (the smallest variant beside the pieces of the others) thus make
 //! one progress stream that never goes backwards, and progress never enters workflow history.
 //! The workflow is queried only when its answer may have changed: a query is a round trip to a
-//! worker, where a description is a read on the server.
+//! worker, where a description is a read on the server. The reporter also looks as soon as an
+//! activity ends ([`ProgressSource::activity_ended`]), so it stops, and lets the terminal event
+//! go, right after the last transcode rather than up to a second later.
 
 use crate::notify::{Notifier, ProgressThrottle, now_unix_ms, rfc3339};
 use pulse_workflows::{
-    contract::ProgressReport,
+    contract::{self, ProgressReport},
     events::Event,
     progress::{self, TranscodeCheckpoint},
 };
 use std::time::Duration;
 use temporalio_client::WorkflowExecutionDescription;
+use temporalio_common::ActivityDefinition;
 
 /// How often the reporter looks.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -28,20 +31,27 @@ pub struct Running {
     pub activities: Vec<(String, i32)>,
     /// What the running transcodes heartbeat.
     pub checkpoints: Vec<TranscodeCheckpoint>,
+    /// Whether a transcode is pending (running, or waiting to be retried).
+    pub transcode_pending: bool,
 }
 
 impl Running {
     /// The running activities of a described workflow.
     pub fn of(description: &WorkflowExecutionDescription) -> Self {
-        let activities = description
-            .raw()
-            .pending_activities
-            .iter()
-            .map(|activity| (activity.activity_id.clone(), activity.attempt))
-            .collect();
+        let pending = &description.raw().pending_activities;
+        let transcode = contract::Transcode.name();
         Self {
-            activities,
+            activities: pending
+                .iter()
+                .map(|activity| (activity.activity_id.clone(), activity.attempt))
+                .collect(),
             checkpoints: running_checkpoints(description),
+            transcode_pending: pending.iter().any(|activity| {
+                activity
+                    .activity_type
+                    .as_ref()
+                    .is_some_and(|kind| kind.name == transcode)
+            }),
         }
     }
 }
@@ -52,6 +62,11 @@ pub trait ProgressSource {
     fn report(&self) -> impl Future<Output = Option<ProgressReport>> + Send;
     /// What runs and what the running transcodes heartbeat.
     fn running(&self) -> impl Future<Output = Option<Running>> + Send;
+    /// Resolves once an activity of the workflow ended since the last call, so the reporter
+    /// looks at once instead of at its next tick: the terminal event waits for the reporter
+    /// to stop, and the reporter stops on a look after the last transcode ended. Never
+    /// resolves if the source cannot tell.
+    fn activity_ended(&self) -> impl Future<Output = ()> + Send;
 }
 
 /// The checkpoints the running activities of a described workflow heartbeat.
@@ -79,7 +94,10 @@ pub async fn report(
     // The workflow's last answer, and what was running when it was asked.
     let mut answer: Option<(ProgressReport, Vec<(String, i32)>)> = None;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = source.activity_ended() => {}
+        }
         let Some(running) = source.running().await else {
             continue;
         };
@@ -96,7 +114,11 @@ pub async fn report(
                 if !report.transcoding {
                     return;
                 }
-                answer = Some((report, running.activities));
+                // An answer that still says "transcoding" once no transcode is pending was
+                // given before the workflow saw the last one end: the next look asks again.
+                answer = running
+                    .transcode_pending
+                    .then_some((report, running.activities));
                 // A transcode may have ended between the description and the answer, and
                 // would count twice: the next look, with the same activities, agrees with it.
                 continue;
@@ -120,6 +142,7 @@ mod tests {
     use super::*;
     use pulse_workflows::progress::ProgressSpan;
     use std::sync::Mutex;
+    use tokio::sync::Notify;
 
     /// One look of the reporter: what the workflow would answer, which activities run, and
     /// how far the running transcode got.
@@ -130,6 +153,8 @@ mod tests {
         looks: Mutex<Vec<Look>>,
         current: Mutex<Option<Look>>,
         queries: Mutex<usize>,
+        /// Told when an activity ends.
+        activity_ended: Notify,
     }
 
     impl Script {
@@ -138,6 +163,7 @@ mod tests {
                 looks: Mutex::new(looks),
                 current: Mutex::new(None),
                 queries: Mutex::new(0),
+                activity_ended: Notify::new(),
             }
         }
 
@@ -176,7 +202,12 @@ mod tests {
                     progress,
                     ..Default::default()
                 }],
+                transcode_pending: !activities.is_empty(),
             })
+        }
+
+        async fn activity_ended(&self) {
+            self.activity_ended.notified().await;
         }
     }
 
@@ -229,6 +260,38 @@ mod tests {
         ]);
         // t1 ended with 30 settled: the next look adds t2's 5 to it; 36 is too close to 35.
         assert_eq!(script.play().await, vec![4.0, 35.0]);
+        assert_eq!(*script.queries.lock().unwrap(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_reporter_looks_at_once_when_an_activity_ends() {
+        let script = Script::new(vec![
+            (allowed(0.0), &["t1"], 12.0),
+            (ProgressReport::default(), &[], 12.0),
+        ]);
+        let started = tokio::time::Instant::now();
+        let t1_ends = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            script.activity_ended.notify_one();
+        };
+        let (sent, ()) = tokio::join!(script.play(), t1_ends);
+        assert_eq!(sent, Vec::<f64>::new());
+        assert!(
+            started.elapsed() < REPORT_EVERY,
+            "stopped {:?} after the start, not right after t1 ended",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_older_than_the_last_transcodes_end_is_asked_again() {
+        let script = Script::new(vec![
+            (allowed(0.0), &["t1"], 12.0),
+            // t1 is over, but the workflow has not seen it yet.
+            (allowed(0.0), &[], 12.0),
+            (ProgressReport::default(), &[], 12.0),
+        ]);
+        assert_eq!(script.play().await, Vec::<f64>::new());
         assert_eq!(*script.queries.lock().unwrap(), 3);
     }
 }
