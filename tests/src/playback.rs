@@ -6,6 +6,9 @@ use pulse_activities::Storage;
 use pulse_workflows::{AssetId, AssetState};
 use std::path::Path;
 
+/// The variants of a 640x360 source, with their sizes.
+pub const LADDER_360P: [(&str, u64, u64); 2] = [("240p", 426, 240), ("360p", 640, 360)];
+
 /// Width and height of the video in `path`.
 pub fn picture_size(path: &Path) -> (u64, u64) {
     let report = media::probe(path);

@@ -9,7 +9,7 @@
 use pulse_tests::{
     bucket,
     media::{self, ClipSpec},
-    playback::check_playback,
+    playback::{LADDER_360P, check_playback},
     servers::{PrivateGarage, PrivateTemporal},
     stack::{Endpoints, TestEnv, ffmpeg_processes_of},
     worker::{WorkerProcess, binary},
@@ -24,9 +24,6 @@ use std::{
 /// at idle priority while the growing variant is written: beside the other tests' encodes it
 /// would starve.
 static CORES: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
-
-/// The variants of a 640x360 source, with their sizes.
-const LADDER_360P: [(&str, u64, u64); 2] = [("240p", 426, 240), ("360p", 640, 360)];
 
 /// Transcodes making `variant` (alone or with others) the asset's history shows, with the
 /// attempt each ended on.

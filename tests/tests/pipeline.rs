@@ -4,7 +4,7 @@
 use pulse_tests::{
     bucket,
     media::{self, ClipSpec},
-    playback::{check_playback, picture_size},
+    playback::{LADDER_360P, check_playback, picture_size},
     stack::{Endpoints, TestEnv, summary},
     worker::{WorkerProcess, binary},
 };
@@ -378,13 +378,7 @@ async fn a_video_in_pieces_plays_in_full_and_its_pieces_wait_for_the_smallest_va
     let (asset, state) = env.process_clip("pieces", &spec).await;
 
     assert_eq!(state.status, AssetStatus::Done, "{state:?}");
-    check_playback(
-        &env.storage,
-        &state,
-        &spec,
-        &[("240p", 426, 240), ("360p", 640, 360)],
-    )
-    .await;
+    check_playback(&env.storage, &state, &spec, &LADDER_360P).await;
     let events = env.history(&asset).await;
     let started = events
         .iter()
@@ -485,11 +479,5 @@ async fn fast_start_plays_the_smallest_variant_while_it_is_written() {
                 .all(|d| (d - FAST_START_SEGMENT_SECS as f32).abs() < 0.1),
         "fast start cuts 2 s segments, so the first one is out sooner: {durations:?}"
     );
-    check_playback(
-        &env.storage,
-        &state,
-        &spec,
-        &[("240p", 426, 240), ("360p", 640, 360)],
-    )
-    .await;
+    check_playback(&env.storage, &state, &spec, &LADDER_360P).await;
 }
