@@ -24,8 +24,12 @@ use tokio::{
 
 /// Demuxers a source may be opened with: media containers that cannot refer to other files.
 pub const SOURCE_FORMATS: &str = "mov,matroska,avi,flv,mpegts,mpeg,asf,ogg,mxf";
-/// Protocols reading a presigned URL needs.
-pub const SOURCE_PROTOCOLS: &str = "http,https,tcp,tls";
+/// Protocols reading a presigned URL needs: `async` is ffmpeg's read-ahead over the others.
+pub const SOURCE_PROTOCOLS: &str = "async,http,https,tcp,tls";
+/// ffmpeg reads HTTP sources through its `async` protocol: a thread of its own fills a 4 MiB
+/// buffer ahead of the demuxer, so decoding does not stop for each network read (ffprobe reads
+/// too little to gain from it).
+const READ_AHEAD: &str = "async:";
 /// A network read that stalls this long fails (and is retried by ffmpeg, then by Temporal).
 const READ_TIMEOUT_MICROS: u64 = 30_000_000;
 /// Lines of stderr kept to explain a failure.
@@ -82,6 +86,15 @@ impl SourceInput {
     pub fn seek(mut self, secs: f64) -> Self {
         self.seek_secs = (secs > 0.0).then_some(secs);
         self
+    }
+
+    /// What ffmpeg opens: the URL behind a read-ahead buffer when it is on the network.
+    fn read_ahead_url(&self) -> String {
+        if self.url.starts_with("http") {
+            format!("{READ_AHEAD}{}", self.url)
+        } else {
+            self.url.clone()
+        }
     }
 
     /// Options that confine how the input is opened, shared by ffmpeg and ffprobe.
@@ -180,7 +193,7 @@ impl FfmpegCommand {
         if let Some(secs) = input.limit_secs {
             args.extend(["-t".to_owned(), format!("{secs:.6}")]);
         }
-        args.extend(["-i".to_owned(), input.url.clone()]);
+        args.extend(["-i".to_owned(), input.read_ahead_url()]);
         Self {
             source_url: Some(input.url.clone()),
             ..self.args(args)
@@ -448,9 +461,11 @@ fn tidy(line: &str, source_url: Option<&str>) -> String {
     let mut line = line.trim().to_owned();
     if let Some(url) = source_url {
         let unsigned = url.split('?').next().unwrap_or(url);
-        line = line
-            .replace(url, "the source")
-            .replace(unsigned, "the source");
+        for shown in [url, unsigned] {
+            line = line
+                .replace(&format!("{READ_AHEAD}{shown}"), "the source")
+                .replace(shown, "the source");
+        }
     }
     if let Some(rest) = line.strip_prefix('[')
         && let Some((context, message)) = rest.split_once("] ")
@@ -480,6 +495,10 @@ mod tests {
             "the source: Invalid data found"
         );
         assert_eq!(
+            tidy(&format!("async:{url}: End of file"), Some(url)),
+            "the source: End of file"
+        );
+        assert_eq!(
             tidy(
                 "http://127.0.0.1:3900/pulse-media/uploads/a/source: 403",
                 Some(url)
@@ -494,7 +513,7 @@ mod tests {
         let command = FfmpegCommand::new().input(&SourceInput::new("http://s3/x?sig=1").seek(8.0));
         let args = command.as_args().join(" ");
         assert!(
-            args.contains("-protocol_whitelist http,https,tcp,tls"),
+            args.contains("-protocol_whitelist async,http,https,tcp,tls"),
             "{args}"
         );
         assert!(
@@ -507,7 +526,7 @@ mod tests {
                 .any(|f| ["hls", "concat", "applehttp", "image2"].contains(&f))
         );
         assert!(
-            args.ends_with("-ss 8.000000 -i http://s3/x?sig=1"),
+            args.ends_with("-ss 8.000000 -i async:http://s3/x?sig=1"),
             "{args}"
         );
         assert!(args.contains("-reconnect 1"), "{args}");
@@ -520,7 +539,7 @@ mod tests {
         assert!((1..=MAX_DECODE_THREADS).contains(&threads));
         let args = command.as_args().join(" ");
         assert!(
-            args.ends_with(&format!("-threads {threads} -i http://s3/x")),
+            args.ends_with(&format!("-threads {threads} -i async:http://s3/x")),
             "{args}"
         );
     }

@@ -332,7 +332,7 @@ mod tests {
         );
         for expected in [
             "-progress tcp://127.0.0.1:9000",
-            "-i http://s3/src -filter_complex [0:0]split=1[s0];[s0]scale=1280:720:flags=bicubic,setsar=1,format=yuv420p[v0]",
+            "-i async:http://s3/src -filter_complex [0:0]split=1[s0];[s0]scale=1280:720:flags=bicubic,setsar=1,format=yuv420p[v0]",
             "-map [v0] -map 0:1 -map_metadata -1 -map_chapters -1 -fps_mode cfr -c:v libx264 -pix_fmt yuv420p -profile:v high",
             "-r 29.970030 -level:v 3.1 -preset medium -crf 23 -maxrate 2800k -bufsize 5600k -g 120 -keyint_min 120",
             "-force_key_frames expr:gte(t,n_forced*4)",
@@ -387,7 +387,7 @@ mod tests {
             (
                 SEGMENT_SECS,
                 [
-                    "-ss 12.000000 -t 8.000000 -i http://s3/src",
+                    "-ss 12.000000 -t 8.000000 -i async:http://s3/src",
                     "-g 120 -keyint_min 120",
                     "-force_key_frames expr:gte(t,n_forced*4)",
                     "-output_ts_offset 13.000000 -f hls -hls_time 4",
@@ -396,7 +396,7 @@ mod tests {
             (
                 FAST_START_SEGMENT_SECS,
                 [
-                    "-ss 6.000000 -t 4.000000 -i http://s3/src",
+                    "-ss 6.000000 -t 4.000000 -i async:http://s3/src",
                     "-g 60 -keyint_min 60",
                     "-force_key_frames expr:gte(t,n_forced*2)",
                     "-output_ts_offset 7.000000 -f hls -hls_time 2",
@@ -456,7 +456,10 @@ mod tests {
         )
         .as_args()
         .join(" ");
-        assert!(args.contains("-ss 3.000000 -i http://s3/src"), "{args}");
+        assert!(
+            args.contains("-ss 3.000000 -i async:http://s3/src"),
+            "{args}"
+        );
         assert!(args.contains("-frames:v 1"), "{args}");
         assert!(
             args.contains("-c:v libwebp -quality 75 -f webp /t/thumb.webp"),
