@@ -533,6 +533,18 @@ mod tests {
     }
 
     #[test]
+    fn a_local_file_is_read_directly_and_only_as_a_file() {
+        let path = std::path::Path::new("/tmp/clip.mp4");
+        let args = FfmpegCommand::new()
+            .input(&SourceInput::local_file(path))
+            .as_args()
+            .join(" ");
+        assert!(args.contains("-protocol_whitelist file "), "{args}");
+        assert!(args.ends_with("-i /tmp/clip.mp4"), "{args}");
+        assert!(!args.contains("-reconnect"), "{args}");
+    }
+
+    #[test]
     fn the_source_is_decoded_on_one_thread_per_core_at_most_sixteen() {
         let command = FfmpegCommand::new().input(&SourceInput::new("http://s3/x"));
         let threads = decode_threads();
