@@ -88,9 +88,14 @@ impl SourceInput {
         self
     }
 
+    /// Whether the source is read over HTTP(S), where reads may stall or break.
+    fn on_network(&self) -> bool {
+        self.url.starts_with("http")
+    }
+
     /// What ffmpeg opens: the URL behind a read-ahead buffer when it is on the network.
     fn read_ahead_url(&self) -> String {
-        if self.url.starts_with("http") {
+        if self.on_network() {
             format!("{READ_AHEAD}{}", self.url)
         } else {
             self.url.clone()
@@ -109,7 +114,7 @@ impl SourceInput {
         .map(str::to_owned)
         .to_vec();
         args.push(READ_TIMEOUT_MICROS.to_string());
-        if self.url.starts_with("http") {
+        if self.on_network() {
             args.extend(
                 [
                     "-reconnect",
