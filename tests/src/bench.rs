@@ -2,12 +2,12 @@
 //! ffmpeg with the same encoder settings, on the real local stack.
 //!
 //! Each run processes a generated 30 s 1080p30 clip (moving grain, stereo tone) with a fresh
-//! release worker, timing the start call to a playable master and to `done`, while a
-//! [`Sampler`] watches the worker's memory, its ffmpeg children and its temp folder. The same
-//! ladder is then encoded by plain ffmpeg from the local file: one process per variant in turn
-//! (the seed's way), one process making every variant from one decode, and the smallest
-//! variant alone. Fast start on a 10-minute clip and scaling over workers are measured after the
-//! runs.
+//! release worker, timing the start call to a playable master and to `done` (by the times the
+//! workflow's `playable` and `done` events carry), while a [`Sampler`] watches the worker's memory,
+//! its ffmpeg children and its temp folder. The same ladder is then encoded by plain ffmpeg from
+//! the local file: one process per variant in turn (the seed's way), one process making every
+//! variant from one decode, and the smallest variant alone. Fast start on a 10-minute clip and
+//! scaling over workers are measured after the runs.
 
 use crate::{
     media::ClipSpec,
@@ -59,7 +59,7 @@ pub fn long_clip() -> ClipSpec {
 /// Piece length of the scaling runs: the larger variants of the scaling clip come in 4 pieces.
 const SCALING_CHUNK_SECS: u32 = 12;
 
-/// How often the sampler looks and the playable check polls.
+/// How often the sampler looks.
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 /// Smallest, middle and largest of repeated measurements.
@@ -246,7 +246,8 @@ impl Setup {
 /// How one asset went through Pulse.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct PulseRun {
-    /// From the start call until the master in the bucket lists a playlist with a segment.
+    /// From the start call until the workflow made the asset playable (its master in the
+    /// bucket lists a playlist with a segment): the time its `playable` event carries.
     pub playable_secs: f64,
     /// From the start call until the workflow made the asset `done`: the time its `done`
     /// event carries.
@@ -262,16 +263,21 @@ pub async fn run_pulse(source: &Path, setup: Setup) -> PulseRun {
     let run = StartedRun::start(source, setup).await;
     let (playable_secs, done) = tokio::join!(
         run.playable_secs(),
-        wait_terminal_event(&run.receiver, &run.asset)
+        wait_event(
+            &run.receiver,
+            &run.asset,
+            "terminal event",
+            Stage::is_terminal
+        )
     );
-    let peaks = run.sampler.finish();
     assert_eq!(done.stage, Some(Stage::Done), "{done:?}");
-    let done_at = humantime::parse_rfc3339(&done.at).expect("events carry RFC 3339 times");
+    let done_secs = run.secs_until(&done);
+    let peaks = run.sampler.finish();
     // The run closes once the done event is out; the workers stay until then.
     run.env.wait_closed(&run.asset).await;
     PulseRun {
         playable_secs,
-        done_secs: seconds_since(run.started, done_at),
+        done_secs,
         history_events: run.env.history(&run.asset).await.len(),
         peaks,
     }
@@ -361,51 +367,68 @@ impl StartedRun {
         }
     }
 
-    /// Seconds from the start call until the asset plays.
+    /// Seconds from the start call until the asset played: the time its `playable` event
+    /// carries, once the master in the bucket is checked to play.
     async fn playable_secs(&self) -> f64 {
-        wait_playable(&self.env.storage, &self.asset).await;
-        seconds_since(self.started, SystemTime::now())
+        let playable = wait_event(&self.receiver, &self.asset, "playable event", |stage| {
+            stage == Stage::Playable
+        })
+        .await;
+        assert!(
+            plays(&self.env.storage, &self.asset).await,
+            "the master of an asset announced playable must list a variant with a segment: \
+             {playable:?}"
+        );
+        self.secs_until(&playable)
+    }
+
+    /// Seconds from the start call until `event` happened, by the time it carries: the
+    /// workflow's clock when it took the step, which no polling interval delays.
+    fn secs_until(&self, event: &Event) -> f64 {
+        humantime::parse_rfc3339(&event.at)
+            .expect("events carry RFC 3339 times")
+            .duration_since(self.started)
+            .expect("the clock goes forward")
+            .as_secs_f64()
     }
 }
 
-fn seconds_since(start: SystemTime, end: SystemTime) -> f64 {
-    end.duration_since(start)
-        .expect("the clock goes forward")
-        .as_secs_f64()
-}
-
-/// The terminal event of `asset`, once the receiver accepted it.
-async fn wait_terminal_event(receiver: &Receiver, asset: &AssetId) -> Event {
-    let terminal = |event: &Event| {
-        event.asset_id == asset.as_str() && event.stage.is_some_and(Stage::is_terminal)
-    };
+/// The first event of `asset` at a stage `wanted` picks (described by `what`), once the
+/// receiver accepted it.
+async fn wait_event(
+    receiver: &Receiver,
+    asset: &AssetId,
+    what: &str,
+    wanted: impl Fn(Stage) -> bool,
+) -> Event {
+    let picked =
+        |event: &Event| event.asset_id == asset.as_str() && event.stage.is_some_and(&wanted);
     receiver
-        .wait_for(ASSET_TIMEOUT, "terminal event of the asset", terminal)
+        .wait_for(ASSET_TIMEOUT, what, picked)
         .await
         .into_iter()
-        .find(terminal)
+        .find(picked)
         .expect("wait_for returns once the event is there")
 }
 
-/// Waits until the master of `asset` lists a variant whose playlist has a segment: what a
-/// player needs to start.
-async fn wait_playable(storage: &Storage, asset: &AssetId) {
+/// Whether the master of `asset` lists a variant whose playlist has a segment: what a player
+/// needs to start.
+async fn plays(storage: &Storage, asset: &AssetId) -> bool {
     let keys = asset.keys();
-    loop {
-        if let Some(master) = text(storage, &keys.master()).await
-            && let Ok(master) = m3u8_rs::parse_master_playlist_res(master.as_bytes())
-            && let Some(variant) = master.variants.first()
-        {
-            let playlist_key = format!("{}hls/{}", keys.processed_prefix(), variant.uri);
-            if let Some(playlist) = text(storage, &playlist_key).await
-                && let Ok(playlist) = m3u8_rs::parse_media_playlist_res(playlist.as_bytes())
-                && !playlist.segments.is_empty()
-            {
-                return;
-            }
-        }
-        tokio::time::sleep(SAMPLE_EVERY).await;
-    }
+    let Some(master) = text(storage, &keys.master()).await else {
+        return false;
+    };
+    let Some(variant) = m3u8_rs::parse_master_playlist_res(master.as_bytes())
+        .ok()
+        .and_then(|master| master.variants.into_iter().next())
+    else {
+        return false;
+    };
+    let playlist_key = format!("{}hls/{}", keys.processed_prefix(), variant.uri);
+    text(storage, &playlist_key)
+        .await
+        .and_then(|playlist| m3u8_rs::parse_media_playlist_res(playlist.as_bytes()).ok())
+        .is_some_and(|playlist| !playlist.segments.is_empty())
 }
 
 async fn text(storage: &Storage, key: &str) -> Option<String> {
