@@ -109,6 +109,7 @@ impl PulseActivities {
             .presign_get(&job.source_key, PRESIGN_TTL)
             .await?;
         recipes::thumbnail_command(&url, &job.media, &output)
+            .background(job.background)
             .run()
             .await?;
         let key = job.asset_id.keys().thumbnail();

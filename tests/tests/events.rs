@@ -32,9 +32,9 @@ async fn the_frontend_receives_every_event_in_order_and_signed() {
     let env = TestEnv::new("events").await;
     let receiver = Receiver::start(Mode::Accept).await;
     // The top variant encodes in real time, so there is live progress to watch. Progress
-    // events start only after `thumbnail_ready`, which follows the smallest variant while the
-    // real-time one already runs: the clip is long enough that several seconds of it are
-    // still left then, even on a loaded machine.
+    // events start only after `thumbnail_ready`, and the real-time variant only once the
+    // thumbnail, made beside the smallest variant, frees its heavy slot: the clip is long
+    // enough that several seconds of it are still left then, even on a loaded machine.
     let mut worker_env = receiver.worker_env().to_vec();
     worker_env.push(("PULSE_FAULT_REALTIME_VARIANTS", "720p"));
     let _worker = WorkerProcess::spawn(&env, &worker_env);

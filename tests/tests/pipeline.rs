@@ -6,9 +6,12 @@ use pulse_tests::{
     media::{self, ClipSpec},
     playback::{LADDER_360P, check_playback, picture_size},
     stack::{Endpoints, TestEnv, summary},
+    webhook::{Mode, Receiver},
     worker::{WorkerProcess, binary},
 };
-use pulse_workflows::{AssetState, AssetStatus, VariantStatus, media::FAST_START_SEGMENT_SECS};
+use pulse_workflows::{
+    AssetState, AssetStatus, VariantStatus, events::Stage, media::FAST_START_SEGMENT_SECS,
+};
 use std::{
     collections::BTreeSet,
     process::Command,
@@ -416,7 +419,10 @@ async fn fast_start_plays_the_smallest_variant_while_it_is_written() {
     .await;
     // No faster than real time, every variant of a 12 s clip is being written for 12 s: the
     // asset can only play early through fast start.
-    let _worker = WorkerProcess::spawn(&env, &[("PULSE_FAULT_REALTIME_VARIANTS", "240p,360p")]);
+    let receiver = Receiver::start(Mode::Accept).await;
+    let mut worker_env = receiver.worker_env().to_vec();
+    worker_env.push(("PULSE_FAULT_REALTIME_VARIANTS", "240p,360p"));
+    let _worker = WorkerProcess::spawn(&env, &worker_env);
     let spec = ClipSpec::new(640, 360, 12.0);
     let source = media::clip(&spec);
     let asset = env.asset("faststart");
@@ -464,6 +470,19 @@ async fn fast_start_plays_the_smallest_variant_while_it_is_written() {
     );
     assert!(!growing.end_list, "the growing playlist has no end yet");
     assert!(!growing.segments.is_empty() && growing.segments.len() < 3);
+    // The frontend starts its player on the `playable` event, which waits for the thumbnail:
+    // that must not wait for the smallest variant.
+    receiver
+        .wait_for(Duration::from_secs(30), "playable event", |event| {
+            event.stage == Some(Stage::Playable)
+        })
+        .await;
+    let state = env.starter.status(&asset).await.unwrap();
+    assert_eq!(
+        variant_names(&state)[0],
+        ("240p", VariantStatus::Running),
+        "the frontend hears `playable` while the smallest variant is still written"
+    );
 
     let state = env.wait(&asset).await;
     assert_eq!(state.status, AssetStatus::Done, "{state:?}");

@@ -34,6 +34,10 @@ pub struct ThumbnailJob {
     pub source_key: String,
     /// The probed source.
     pub media: SourceMedia,
+    /// Whether ffmpeg runs at idle CPU priority, beside the smallest variant's transcode
+    /// (absent in runs from before it did).
+    #[serde(default)]
+    pub background: bool,
 }
 
 /// Input of `transcode`: some rungs of the ladder over some segments of the video, all from

@@ -1,10 +1,10 @@
 //! `VideoWorkflow`: one run per asset, from uploaded source to a cached HLS ladder.
 //!
-//! It reads like the seed's orchestrator: probe, transcode smallest first, thumbnail, publish a
-//! master playlist that grows as variants finish, cache it for good at the end. What finished,
-//! what failed and why are workflow state, answered by the `status` query; a crashed worker's
-//! replacement replays that state instead of reading flags, so a finished variant is never made
-//! twice.
+//! It reads like the seed's orchestrator: probe, thumbnail (beside the smallest variant), transcode
+//! smallest first, publish a master playlist that grows as variants finish, cache it for good at
+//! the end. What finished, what failed and why are workflow state, answered by the `status` query;
+//! a crashed worker's replacement replays that state instead of reading flags, so a finished
+//! variant is never made twice.
 //!
 //! Speed without losing progressive playback: the smallest variant is transcoded on its own at
 //! normal CPU priority, so the asset plays as soon as plain ffmpeg could make that variant, while
@@ -60,6 +60,8 @@ const TRANSCODE_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
 const SHORT_FAST_START_SEGMENTS: &str = "short-fast-start-segments";
 /// Marks runs whose other variants wait until the smallest variant's transcode has started.
 const REST_AFTER_FIRST_STARTS: &str = "rest-after-first-starts";
+/// Marks runs whose thumbnail is made beside the smallest variant rather than after it.
+const THUMBNAIL_BESIDE_FIRST: &str = "thumbnail-beside-first";
 /// How long one light activity attempt may take.
 const LIGHT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a stage event is retried before it is given up.
@@ -333,15 +335,26 @@ impl Pipeline {
             workflow.transcoding = true;
             workflow.rest_may_start = !rest_waits;
         });
-        // The thumbnail waits for the smallest variant, so the two transcodes take a worker's
-        // two heavy slots at once; the `playable` event waits for the thumbnail in turn.
-        let first_then_thumbnail = async {
-            let first = self.run_first(plan, first, rest_waits).await;
-            let mut problems = self.thumbnail_if_missing(plan).await;
+        // The `playable` event waits for the thumbnail (the frontend hears `thumbnail_ready`
+        // first), so the thumbnail is made beside the smallest variant and is long done when
+        // that plays. It takes the second heavy slot meanwhile, and the other variants the
+        // slot after it. Runs from before made it after the smallest variant, which held the
+        // `playable` event of a fast start until the whole variant was done.
+        let thumbnail_beside = first.is_some() && self.ctx.patched(THUMBNAIL_BESIDE_FIRST);
+        let first_and_thumbnail = async {
+            let (first, mut problems) = if thumbnail_beside {
+                join!(
+                    self.run_first(plan, first, rest_waits),
+                    self.thumbnail_if_missing(plan, true)
+                )
+            } else {
+                let first = self.run_first(plan, first, rest_waits).await;
+                (first, self.thumbnail_if_missing(plan, false).await)
+            };
             problems.extend(first);
             problems
         };
-        let (mut problems, rest) = join!(first_then_thumbnail, self.run_rest(plan, rest));
+        let (mut problems, rest) = join!(first_and_thumbnail, self.run_rest(plan, rest));
         self.ctx.state_mut(|workflow| workflow.transcoding = false);
         problems.extend(rest);
         problems
@@ -430,7 +443,10 @@ impl Pipeline {
         }
     }
 
-    async fn thumbnail_if_missing(&self, plan: &SourcePlan) -> Vec<String> {
+    /// Makes the thumbnail unless it is there; `beside_first`: while the smallest variant is
+    /// being made, at idle priority unless in fast start, whose `playable` event waits for it
+    /// from the first segment on.
+    async fn thumbnail_if_missing(&self, plan: &SourcePlan, beside_first: bool) -> Vec<String> {
         if self
             .ctx
             .state(|workflow| workflow.state.thumbnail_key.is_some())
@@ -440,7 +456,8 @@ impl Pipeline {
             self.settle_thumbnail();
             return Vec::new();
         }
-        let problems = match self.thumbnail(plan).await {
+        let background = beside_first && !self.request.settings.fast_start;
+        let problems = match self.thumbnail(plan, background).await {
             Ok(key) => {
                 self.update(|state| state.thumbnail_key = Some(key.clone()));
                 self.notify(Stage::ThumbnailReady, Some(key));
@@ -734,11 +751,16 @@ impl Pipeline {
             .await
     }
 
-    async fn thumbnail(&self, plan: &SourcePlan) -> Result<String, ActivityExecutionError> {
+    async fn thumbnail(
+        &self,
+        plan: &SourcePlan,
+        background: bool,
+    ) -> Result<String, ActivityExecutionError> {
         let job = ThumbnailJob {
             asset_id: self.request.asset_id.clone(),
             source_key: self.request.source_key.clone(),
             media: plan.media.clone(),
+            background,
         };
         self.ctx
             .execute_activity(
