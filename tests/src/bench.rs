@@ -2,10 +2,10 @@
 //! ffmpeg with the same encoder settings, on the real local stack.
 //!
 //! Each run processes a generated 30 s 1080p30 clip (moving grain, stereo tone) with a fresh
-//! release worker, timing the start call to a playable master and to `done` (by the times the
-//! workflow's `playable` and `done` events carry), while a [`Sampler`] watches the worker's memory,
-//! its ffmpeg children and its temp folder. The same ladder is then encoded by plain ffmpeg from
-//! the local file: one process per variant in turn (the seed's way), one process making every
+//! release worker, timing the start call to a playable master and to `done` (the arrival of the
+//! `playable` event, the time the `done` event carries), while a [`Sampler`] watches the worker's
+//! memory, its ffmpeg children and its temp folder. The same ladder is then encoded by plain ffmpeg
+//! from the local file: one process per variant in turn (the seed's way), one process making every
 //! variant from one decode, and the smallest variant alone. Fast start on a 10-minute clip and
 //! scaling over workers are measured after the runs.
 
@@ -13,7 +13,7 @@ use crate::{
     media::ClipSpec,
     media::clip,
     stack::{ASSET_TIMEOUT, Endpoints, TestEnv},
-    webhook::{Mode, Receiver},
+    webhook::{Delivery, Mode, Receiver},
     worker::WorkerProcess,
 };
 use pulse_activities::{
@@ -246,8 +246,8 @@ impl Setup {
 /// How one asset went through Pulse.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct PulseRun {
-    /// From the start call until the workflow made the asset playable (its master in the
-    /// bucket lists a playlist with a segment): the time its `playable` event carries.
+    /// From the start call until the frontend hears that the asset plays: the arrival of its
+    /// `playable` event (its master in the bucket then lists a playlist with a segment).
     pub playable_secs: f64,
     /// From the start call until the workflow made the asset `done`: the time its `done`
     /// event carries.
@@ -263,15 +263,17 @@ pub async fn run_pulse(source: &Path, setup: Setup) -> PulseRun {
     let run = StartedRun::start(source, setup).await;
     let (playable_secs, done) = tokio::join!(
         run.playable_secs(),
-        wait_event(
+        wait_delivery(
             &run.receiver,
             &run.asset,
             "terminal event",
             Stage::is_terminal
         )
     );
+    let done = done.event();
     assert_eq!(done.stage, Some(Stage::Done), "{done:?}");
-    let done_secs = run.secs_until(&done);
+    let done_at = humantime::parse_rfc3339(&done.at).expect("events carry RFC 3339 times");
+    let done_secs = run.secs_until(done_at);
     let peaks = run.sampler.finish();
     // The run closes once the done event is out; the workers stay until then.
     run.env.wait_closed(&run.asset).await;
@@ -367,47 +369,44 @@ impl StartedRun {
         }
     }
 
-    /// Seconds from the start call until the asset played: the time its `playable` event
-    /// carries, once the master in the bucket is checked to play.
+    /// Seconds from the start call until the frontend hears that the asset plays: the arrival
+    /// of its `playable` event, after which the master in the bucket is checked to play.
     async fn playable_secs(&self) -> f64 {
-        let playable = wait_event(&self.receiver, &self.asset, "playable event", |stage| {
+        let playable = wait_delivery(&self.receiver, &self.asset, "playable event", |stage| {
             stage == Stage::Playable
         })
         .await;
         assert!(
             plays(&self.env.storage, &self.asset).await,
             "the master of an asset announced playable must list a variant with a segment: \
-             {playable:?}"
+             {:?}",
+            playable.event()
         );
-        self.secs_until(&playable)
+        self.secs_until(playable.arrived)
     }
 
-    /// Seconds from the start call until `event` happened, by the time it carries: the
-    /// workflow's clock when it took the step, which no polling interval delays.
-    fn secs_until(&self, event: &Event) -> f64 {
-        humantime::parse_rfc3339(&event.at)
-            .expect("events carry RFC 3339 times")
-            .duration_since(self.started)
+    fn secs_until(&self, time: SystemTime) -> f64 {
+        time.duration_since(self.started)
             .expect("the clock goes forward")
             .as_secs_f64()
     }
 }
 
-/// The first event of `asset` at a stage `wanted` picks (described by `what`), once the
-/// receiver accepted it.
-async fn wait_event(
+/// The first accepted delivery of an event of `asset` at a stage `wanted` picks (described by
+/// `what`).
+async fn wait_delivery(
     receiver: &Receiver,
     asset: &AssetId,
     what: &str,
     wanted: impl Fn(Stage) -> bool,
-) -> Event {
+) -> Delivery {
     let picked =
         |event: &Event| event.asset_id == asset.as_str() && event.stage.is_some_and(&wanted);
+    receiver.wait_for(ASSET_TIMEOUT, what, picked).await;
     receiver
-        .wait_for(ASSET_TIMEOUT, what, picked)
-        .await
+        .deliveries()
         .into_iter()
-        .find(picked)
+        .find(|delivery| delivery.accepted && picked(&delivery.event()))
         .expect("wait_for returns once the event is there")
 }
 

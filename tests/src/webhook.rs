@@ -30,6 +30,8 @@ pub struct Delivery {
     pub body: Vec<u8>,
     /// When it arrived, Unix seconds.
     pub received_at: u64,
+    /// When it arrived, as precisely as the clock says.
+    pub arrived: SystemTime,
     /// Whether it was answered with success.
     pub accepted: bool,
 }
@@ -157,14 +159,13 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         tokio::time::sleep(delay).await;
     }
     let accepted = mode != Mode::Fail;
+    let arrived = SystemTime::now();
     shared.deliveries.lock().unwrap().push(Delivery {
         timestamp: header(signature::TIMESTAMP_HEADER),
         signature: header(signature::SIGNATURE_HEADER),
         body: body.to_vec(),
-        received_at: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
+        received_at: arrived.duration_since(UNIX_EPOCH).unwrap().as_secs(),
+        arrived,
         accepted,
     });
     if accepted {
