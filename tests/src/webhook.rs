@@ -28,8 +28,6 @@ pub struct Delivery {
     pub signature: String,
     /// The raw body.
     pub body: Vec<u8>,
-    /// When it arrived, Unix seconds.
-    pub received_at: u64,
     /// When it arrived, as precisely as the clock says.
     pub arrived: SystemTime,
     /// Whether it was answered with success.
@@ -40,6 +38,11 @@ impl Delivery {
     /// The event in the body.
     pub fn event(&self) -> Event {
         serde_json::from_slice(&self.body).expect("deliveries are events")
+    }
+
+    /// When it arrived, Unix seconds (as signature timestamps count).
+    pub fn received_at(&self) -> u64 {
+        self.arrived.duration_since(UNIX_EPOCH).unwrap().as_secs()
     }
 }
 
@@ -159,13 +162,11 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         tokio::time::sleep(delay).await;
     }
     let accepted = mode != Mode::Fail;
-    let arrived = SystemTime::now();
     shared.deliveries.lock().unwrap().push(Delivery {
         timestamp: header(signature::TIMESTAMP_HEADER),
         signature: header(signature::SIGNATURE_HEADER),
         body: body.to_vec(),
-        received_at: arrived.duration_since(UNIX_EPOCH).unwrap().as_secs(),
-        arrived,
+        arrived: SystemTime::now(),
         accepted,
     });
     if accepted {

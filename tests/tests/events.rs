@@ -116,17 +116,17 @@ async fn the_frontend_receives_every_event_in_order_and_signed() {
                 now,
             )
         };
-        assert_eq!(check(&delivery.body, delivery.received_at), Ok(()));
+        assert_eq!(check(&delivery.body, delivery.received_at()), Ok(()));
         let mut tampered = delivery.body.clone();
         tampered.extend_from_slice(b" ");
         assert_eq!(
-            check(&tampered, delivery.received_at),
+            check(&tampered, delivery.received_at()),
             Err(signature::SignatureError::Mismatch)
         );
         assert!(matches!(
             check(
                 &delivery.body,
-                delivery.received_at + signature::TOLERANCE_SECS + 1
+                delivery.received_at() + signature::TOLERANCE_SECS + 1
             ),
             Err(signature::SignatureError::Stale(_))
         ));
