@@ -5,8 +5,11 @@
 use crate::{
     cache_policy::ObjectKind,
     config::ActivityConfig,
-    failure::into_activity_error,
-    ffmpeg::{SourceInput, recipes},
+    failure::{BadInput, BadInputKind, into_activity_error},
+    ffmpeg::{
+        SourceInput,
+        recipes::{self, ThumbnailPicture},
+    },
     hls::{self, PlaylistKind},
     notify::{Notifier, stage_event},
     probe,
@@ -108,10 +111,25 @@ impl PulseActivities {
             .storage
             .presign_get(&job.source_key, PRESIGN_TTL)
             .await?;
-        recipes::thumbnail_command(&url, &job.media, &output)
-            .background(job.background)
-            .run()
-            .await?;
+        let command = |picture| {
+            recipes::thumbnail_command(&url, &job.media, picture, &output)
+                .background(job.background)
+        };
+        command(ThumbnailPicture::NextKeyframe).run().await?;
+        if !recipes::holds_picture(&output)? {
+            command(ThumbnailPicture::Exact).run().await?;
+        }
+        if !recipes::holds_picture(&output)? {
+            return Err(BadInput::new(
+                BadInputKind::Undecodable,
+                format!(
+                    "the video has no picture at {:.1} s although the file says it lasts {:.1} s; it is probably cut off, upload it again",
+                    recipes::thumbnail_time(&job.media),
+                    job.media.duration_secs
+                ),
+            )
+            .into());
+        }
         let key = job.asset_id.keys().thumbnail();
         self.storage
             .put_file(&key, &output, ObjectKind::Thumbnail)

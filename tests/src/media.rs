@@ -25,6 +25,9 @@ pub struct ClipSpec {
     /// Whether the picture is covered in moving grain, which costs an encoder what camera
     /// footage does (a bare test pattern compresses unrealistically well).
     pub noisy: bool,
+    /// Seconds between keyframes, as phones record (every second or two); `None` leaves x264's
+    /// default of 250 pictures, which in a short clip is only the first.
+    pub keyframe_secs: Option<u32>,
 }
 
 impl ClipSpec {
@@ -38,6 +41,7 @@ impl ClipSpec {
             audio: true,
             rotate: None,
             noisy: false,
+            keyframe_secs: None,
         }
     }
 
@@ -53,6 +57,12 @@ impl ClipSpec {
         self
     }
 
+    /// With a keyframe every `secs` seconds.
+    pub fn keyframe_every(mut self, secs: u32) -> Self {
+        self.keyframe_secs = Some(secs);
+        self
+    }
+
     /// With display rotation metadata.
     pub fn rotated(mut self, degrees: i32) -> Self {
         self.rotate = Some(degrees);
@@ -61,7 +71,7 @@ impl ClipSpec {
 
     fn file_name(&self) -> String {
         format!(
-            "clip-{}x{}-{}s-{}fps{}{}{}.mp4",
+            "clip-{}x{}-{}s-{}fps{}{}{}{}.mp4",
             self.width,
             self.height,
             self.secs,
@@ -69,6 +79,9 @@ impl ClipSpec {
             if self.audio { "-audio" } else { "" },
             self.rotate.map(|r| format!("-rot{r}")).unwrap_or_default(),
             if self.noisy { "-noise" } else { "" },
+            self.keyframe_secs
+                .map(|secs| format!("-key{secs}s"))
+                .unwrap_or_default(),
         )
     }
 }
@@ -114,6 +127,9 @@ pub fn clip(spec: &ClipSpec) -> PathBuf {
         "-pix_fmt",
         "yuv420p",
     ]);
+    if let Some(secs) = spec.keyframe_secs {
+        command.arg("-g").arg((secs * spec.fps).to_string());
+    }
     if spec.noisy {
         // What a phone records at 1080p: about 8 Mbit/s.
         command.args(["-b:v", "8M", "-maxrate", "8M", "-bufsize", "16M"]);
@@ -253,4 +269,35 @@ pub fn assert_no_gap_or_duplicate(path: &Path, secs: f64, fps: f64) {
             pair[1]
         );
     }
+}
+
+/// How alike the picture `image` is to the picture of `video` at `at_secs`, scaled to the same
+/// size: their PSNR in dB (higher is more alike).
+pub fn likeness(image: &Path, video: &Path, at_secs: f64) -> f64 {
+    let output = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-i"])
+        .arg(image)
+        .args(["-ss", &at_secs.to_string(), "-i"])
+        .arg(video)
+        .args([
+            "-filter_complex",
+            "[1:v][0:v]scale2ref[video][image];[image]format=yuv420p[a];\
+             [video]format=yuv420p[b];[a][b]psnr",
+            "-frames:v",
+            "1",
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .expect("running ffmpeg");
+    let log = String::from_utf8_lossy(&output.stderr);
+    let average = log
+        .split("average:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no PSNR in ffmpeg's output:\n{log}"));
+    average
+        .parse()
+        .unwrap_or_else(|_| panic!("PSNR {average:?} is not a number"))
 }

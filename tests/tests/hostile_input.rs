@@ -43,12 +43,12 @@ fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
     path
 }
 
-/// The first `fraction` of `file`'s bytes.
-fn truncated(dir: &Path, file: &Path, fraction: f64) -> PathBuf {
+/// The first `fraction` of `file`'s bytes, as `name`.
+fn truncated(dir: &Path, name: &str, file: &Path, fraction: f64) -> PathBuf {
     let bytes = std::fs::read(file).unwrap();
     write(
         dir,
-        "truncated.mp4",
+        name,
         &bytes[..(bytes.len() as f64 * fraction) as usize],
     )
 }
@@ -114,6 +114,14 @@ async fn assert_refused(env: &TestEnv, asset: &AssetId, state: &AssetState, expe
         !objects.iter().any(|o| o.key.ends_with(".m3u8")),
         "{asset}: no playlist may be published for a refused file: {objects:?}"
     );
+    // A thumbnail may be published for a file cut off after its picture, never an empty one.
+    let thumbnail = asset.keys().thumbnail();
+    if objects.iter().any(|o| o.key == thumbnail) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("thumbnail.webp");
+        std::fs::write(&path, bucket::get(&env.storage, &thumbnail).await).unwrap();
+        assert_eq!(media::decode_errors(&path), "", "{asset}: the thumbnail");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -125,6 +133,7 @@ async fn hostile_and_broken_files_are_refused_clearly_at_once_and_safely() {
     let (bait, hits) = bait_server().await;
     let local_video = media::clip(&ClipSpec::new(320, 180, 2.0));
     let local_video = local_video.display();
+    let faststart = faststart_clip(dir);
 
     let corpus: Vec<(&str, PathBuf, &str)> = vec![
         (
@@ -139,7 +148,13 @@ async fn hostile_and_broken_files_are_refused_clearly_at_once_and_safely() {
         ),
         (
             "truncated",
-            truncated(dir, &faststart_clip(dir), 0.4),
+            truncated(dir, "truncated.mp4", &faststart, 0.4),
+            "probably cut off",
+        ),
+        // Cut before the thumbnail's picture (a tenth in): no empty thumbnail is published.
+        (
+            "cut-early",
+            truncated(dir, "cut-early.mp4", &faststart, 0.05),
             "probably cut off",
         ),
         ("audio", audio_only(dir), "no video stream"),

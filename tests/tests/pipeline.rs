@@ -33,7 +33,8 @@ fn variant_names(state: &AssetState) -> Vec<(&str, VariantStatus)> {
 async fn a_landscape_clip_with_audio_becomes_a_complete_cached_ladder() {
     let env = TestEnv::new("landscape").await;
     let _worker = WorkerProcess::spawn(&env, &[]);
-    let spec = ClipSpec::new(1280, 720, 5.0);
+    // A keyframe every second, as phones record.
+    let spec = ClipSpec::new(1280, 720, 5.0).keyframe_every(1);
     let (asset, state) = env.process_clip("landscape", &spec).await;
 
     assert_eq!(state.status, AssetStatus::Done, "{state:?}");
@@ -130,6 +131,17 @@ async fn a_landscape_clip_with_audio_becomes_a_complete_cached_ladder() {
         "webp"
     );
     assert_eq!(picture_size(&thumbnail), (640, 360));
+    // A tenth into the video is 0.5 s; the thumbnail is the keyframe after it, which costs
+    // decoding two pictures instead of every one up to there.
+    let clip = media::clip(&spec);
+    let (keyframe, exact) = (
+        media::likeness(&thumbnail, &clip, 1.0),
+        media::likeness(&thumbnail, &clip, 0.5),
+    );
+    assert!(
+        keyframe > exact + 2.0,
+        "the thumbnail should show the keyframe at 1 s ({keyframe:.1} dB alike) rather than the picture at 0.5 s ({exact:.1} dB)"
+    );
 
     let leftovers: Vec<_> = std::fs::read_dir(env.work_dir.path())
         .unwrap()

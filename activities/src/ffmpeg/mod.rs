@@ -47,6 +47,7 @@ pub struct SourceInput {
     seek_secs: Option<f64>,
     limit_secs: Option<f64>,
     realtime: bool,
+    keyframes_only: bool,
 }
 
 impl SourceInput {
@@ -58,6 +59,7 @@ impl SourceInput {
             seek_secs: None,
             limit_secs: None,
             realtime: false,
+            keyframes_only: false,
         }
     }
 
@@ -72,6 +74,12 @@ impl SourceInput {
     /// Reads no more than `secs` of the source (from where it starts).
     pub fn limit(mut self, secs: f64) -> Self {
         self.limit_secs = Some(secs);
+        self
+    }
+
+    /// Decodes only the keyframes (`-skip_frame nokey`); the other pictures are read, not decoded.
+    pub fn keyframes_only(mut self) -> Self {
+        self.keyframes_only = true;
         self
     }
 
@@ -191,6 +199,9 @@ impl FfmpegCommand {
         args.extend(["-threads".to_owned(), decode_threads().to_string()]);
         if input.realtime {
             args.push("-re".to_owned());
+        }
+        if input.keyframes_only {
+            args.extend(["-skip_frame", "nokey"].map(str::to_owned));
         }
         if let Some(secs) = input.seek_secs {
             args.extend(["-ss".to_owned(), format!("{secs:.6}")]);

@@ -240,20 +240,48 @@ pub fn thumbnail_size(media: &SourceMedia) -> (u32, u32) {
     (even(media.width), even(media.height))
 }
 
-/// Where the thumbnail is taken: a tenth into the video, at most ten seconds in.
+/// Where the thumbnail is looked for: a tenth into the video (past a fade from black), at most
+/// ten seconds in. It shows the first keyframe from there when one comes soon after.
 pub fn thumbnail_time(media: &SourceMedia) -> f64 {
     (media.duration_secs * 0.1).min(10.0)
 }
 
-/// The ffmpeg command writing the WebP thumbnail of `media` to `output`.
-pub fn thumbnail_command(source_url: &str, media: &SourceMedia, output: &Path) -> FfmpegCommand {
+/// Which picture of the source the thumbnail shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThumbnailPicture {
+    /// The first keyframe at most [`KEYFRAME_SEARCH_SECS`] after [`thumbnail_time`]: only
+    /// keyframes are decoded, a couple of pictures instead of every one from the keyframe
+    /// before (a third of the CPU on a source with a keyframe every 8 s).
+    NextKeyframe,
+    /// The picture at [`thumbnail_time`] itself, for a source with no keyframe soon after it.
+    Exact,
+}
+
+/// How far past [`thumbnail_time`] a keyframe is looked for: x264's default interval (250
+/// pictures) at 25 frames per second.
+pub const KEYFRAME_SEARCH_SECS: f64 = 10.0;
+
+/// The ffmpeg command writing the WebP thumbnail of `media`, showing `picture`, to `output`.
+/// When no picture reaches the encoder, ffmpeg still succeeds and leaves a WebP header with
+/// no picture in it.
+pub fn thumbnail_command(
+    source_url: &str,
+    media: &SourceMedia,
+    picture: ThumbnailPicture,
+    output: &Path,
+) -> FfmpegCommand {
     let (width, height) = thumbnail_size(media);
     let mut filter = scale(width, height);
     if media.hdr {
         filter = format!("{HDR_TO_SDR},{filter}");
     }
+    let input = SourceInput::new(source_url).seek(thumbnail_time(media));
+    let input = match picture {
+        ThumbnailPicture::NextKeyframe => input.keyframes_only().limit(KEYFRAME_SEARCH_SECS),
+        ThumbnailPicture::Exact => input,
+    };
     FfmpegCommand::new()
-        .input(&SourceInput::new(source_url).seek(thumbnail_time(media)))
+        .input(&input)
         .args(["-map".to_owned(), format!("0:{}", media.video_stream)])
         .args(["-frames:v", "1", "-map_metadata", "-1", "-vf"])
         .args([filter])
@@ -265,6 +293,13 @@ pub fn thumbnail_command(source_url: &str, media: &SourceMedia, output: &Path) -
         ])
         .args(["-f", "webp"])
         .output(output)
+}
+
+/// Whether the thumbnail at `path` holds a picture. ffmpeg leaves 8 bytes when none reached
+/// the encoder; a WebP picture is a 12-byte RIFF header and a chunk of 8 bytes and its data.
+pub fn holds_picture(path: &Path) -> std::io::Result<bool> {
+    const WEBP_WITH_CHUNK_BYTES: u64 = 20;
+    Ok(std::fs::metadata(path)?.len() > WEBP_WITH_CHUNK_BYTES)
 }
 
 /// Scales to `width` x `height` with square pixels in 8-bit 4:2:0. (ffmpeg applies the
@@ -449,21 +484,45 @@ mod tests {
 
     #[test]
     fn thumbnail_is_webp_at_quality_75_from_early_in_the_video() {
-        let args = thumbnail_command(
-            "http://s3/src",
-            &media(true, false),
-            &PathBuf::from("/t/thumb.webp"),
-        )
-        .as_args()
-        .join(" ");
+        let args = |picture| {
+            thumbnail_command(
+                "http://s3/src",
+                &media(true, false),
+                picture,
+                &PathBuf::from("/t/thumb.webp"),
+            )
+            .as_args()
+            .join(" ")
+        };
+        let exact = args(ThumbnailPicture::Exact);
         assert!(
-            args.contains("-ss 3.000000 -i async:http://s3/src"),
-            "{args}"
+            exact.contains("-ss 3.000000 -i async:http://s3/src"),
+            "{exact}"
         );
-        assert!(args.contains("-frames:v 1"), "{args}");
+        let keyframe = args(ThumbnailPicture::NextKeyframe);
         assert!(
-            args.contains("-c:v libwebp -quality 75 -f webp /t/thumb.webp"),
-            "{args}"
+            keyframe.contains("-skip_frame nokey -ss 3.000000 -t 10.000000 -i async:http://s3/src"),
+            "{keyframe}"
         );
+        for args in [exact, keyframe] {
+            assert!(args.contains("-frames:v 1"), "{args}");
+            assert!(
+                args.contains("-c:v libwebp -quality 75 -f webp /t/thumb.webp"),
+                "{args}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_webp_header_alone_holds_no_picture() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("thumb.webp");
+        // What ffmpeg writes when no picture reached the encoder.
+        std::fs::write(&path, [0, 0, 0, 0, 0xf8, 0xff, 0xff, 0xff]).unwrap();
+        assert!(!holds_picture(&path).unwrap());
+        let mut picture = b"RIFF\x24\0\0\0WEBPVP8L\x17\0\0\0".to_vec();
+        picture.extend([0; 23]);
+        std::fs::write(&path, picture).unwrap();
+        assert!(holds_picture(&path).unwrap());
     }
 }
