@@ -320,8 +320,10 @@ impl TestEnv {
             .find(|checkpoint| checkpoint.segments.contains_key(variant))
     }
 
-    /// Waits until `variant` of `asset` is being transcoded and has uploaded at least
-    /// `segments` segments; returns the checkpoint of its transcode.
+    /// Waits until `variant` of `asset` is being transcoded and its transcode has uploaded at
+    /// least `segments` segments of every variant it makes (they share one ffmpeg, whose
+    /// outputs finish a segment at slightly different times, and a retry restarts them all at
+    /// the segment every one has reached); returns the checkpoint of the transcode.
     pub async fn wait_for_segments(
         &self,
         asset: &AssetId,
@@ -332,7 +334,10 @@ impl TestEnv {
         loop {
             let state = self.starter.status(asset).await.expect("reading the state");
             if let Some(checkpoint) = self.running_checkpoint(asset, variant).await
-                && checkpoint.segments[variant].len() >= segments
+                && checkpoint
+                    .segments
+                    .values()
+                    .all(|uploaded| uploaded.len() >= segments)
             {
                 return checkpoint;
             }
