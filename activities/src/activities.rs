@@ -123,7 +123,8 @@ impl PulseActivities {
             return Err(BadInput::new(
                 BadInputKind::Undecodable,
                 format!(
-                    "the video has no picture at {:.1} s although the file says it lasts {:.1} s; it is probably cut off, upload it again",
+                    "the video has no picture at {:.1} s although the file says it lasts \
+                     {:.1} s; it is probably cut off, upload it again",
                     recipes::thumbnail_time(&job.media),
                     job.media.duration_secs
                 ),
