@@ -118,18 +118,18 @@ impl PulseActivities {
         command(ThumbnailPicture::NextKeyframe).run().await?;
         if !recipes::holds_picture(&output)? {
             command(ThumbnailPicture::Exact).run().await?;
-        }
-        if !recipes::holds_picture(&output)? {
-            return Err(BadInput::new(
-                BadInputKind::Undecodable,
-                format!(
-                    "the video has no picture at {:.1} s although the file says it lasts \
-                     {:.1} s; it is probably cut off, upload it again",
-                    recipes::thumbnail_time(&job.media),
-                    job.media.duration_secs
-                ),
-            )
-            .into());
+            if !recipes::holds_picture(&output)? {
+                return Err(BadInput::new(
+                    BadInputKind::Undecodable,
+                    format!(
+                        "the video has no picture at {:.1} s although the file says it lasts \
+                         {:.1} s; it is probably cut off, upload it again",
+                        recipes::thumbnail_time(&job.media),
+                        job.media.duration_secs
+                    ),
+                )
+                .into());
+            }
         }
         let key = job.asset_id.keys().thumbnail();
         self.storage
