@@ -230,10 +230,7 @@ impl Run<'_> {
             },
             variants: &job.variants,
             range: self.range,
-            realtime: job
-                .variants
-                .iter()
-                .any(|v| self.config.realtime_variants.contains(&v.name)),
+            realtime: self.config.held_to_real_time(&job.variants),
         };
         let source_url = self
             .storage
