@@ -19,18 +19,20 @@ pub enum Pace {
     FullSpeed,
     /// At idle priority, once no full-speed transcode runs.
     Background,
-    /// Held to real time (fast start's growing playlist): it needs little CPU and holds
-    /// nothing back.
-    RealTime,
+    /// Beside the background, holding nothing back: fast start's smallest variant, which plays
+    /// from its first segment, so the others need not wait for its end; and variants the test
+    /// switch holds to real time, which need little CPU.
+    Alongside,
 }
 
 impl Pace {
-    /// The pace of `job`; `held_to_real_time` says whether ffmpeg reads it at real-time speed.
+    /// The pace of `job`; `held_to_real_time` says whether ffmpeg reads it no faster than real
+    /// time (`PULSE_FAULT_REALTIME_VARIANTS`).
     pub fn of(job: &TranscodeJob, held_to_real_time: bool) -> Self {
         if job.background {
             Self::Background
         } else if job.live || held_to_real_time {
-            Self::RealTime
+            Self::Alongside
         } else {
             Self::FullSpeed
         }
@@ -53,12 +55,10 @@ impl PlayableFirst {
     /// Waits until a transcode at `pace` may start: a background one waits while a full-speed
     /// one runs. Hold the turn while the transcode runs.
     pub async fn turn(&self, pace: Pace) -> Turn<'_> {
-        match pace {
+        let full_speed = match pace {
             Pace::FullSpeed => {
                 self.full_speed.send_modify(|running| *running += 1);
-                return Turn {
-                    full_speed: Some(&self.full_speed),
-                };
+                Some(&self.full_speed)
             }
             Pace::Background => {
                 // The sender lives in `self`, so the wait ends only when the count is zero.
@@ -67,10 +67,11 @@ impl PlayableFirst {
                     .subscribe()
                     .wait_for(|running| *running == 0)
                     .await;
+                None
             }
-            Pace::RealTime => {}
-        }
-        Turn { full_speed: None }
+            Pace::Alongside => None,
+        };
+        Turn { full_speed }
     }
 }
 
@@ -119,8 +120,8 @@ mod tests {
     fn only_the_smallest_variant_at_full_speed_holds_the_others_back() {
         assert_eq!(Pace::of(&job(false, false), false), Pace::FullSpeed);
         assert_eq!(Pace::of(&job(true, false), false), Pace::Background);
-        assert_eq!(Pace::of(&job(false, true), false), Pace::RealTime);
-        assert_eq!(Pace::of(&job(false, false), true), Pace::RealTime);
+        assert_eq!(Pace::of(&job(false, true), false), Pace::Alongside);
+        assert_eq!(Pace::of(&job(false, false), true), Pace::Alongside);
     }
 
     #[tokio::test]
@@ -137,11 +138,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn full_speed_and_real_time_transcodes_never_wait() {
+    async fn full_speed_and_alongside_transcodes_never_wait() {
         let turns = PlayableFirst::default();
         let _running = turns.turn(Pace::FullSpeed).await;
         assert!(turns.turn(Pace::FullSpeed).now_or_never().is_some());
-        assert!(turns.turn(Pace::RealTime).now_or_never().is_some());
+        assert!(turns.turn(Pace::Alongside).now_or_never().is_some());
     }
 
     #[tokio::test]
