@@ -12,7 +12,6 @@ use crate::{
     },
     hls::{self, PlaylistKind},
     notify::{Notifier, stage_event},
-    playable_first::{Pace, PlayableFirst},
     probe,
     reporter::{self, ProgressSource, Running},
     storage::Storage,
@@ -54,8 +53,6 @@ pub struct PulseActivities {
     storage: Storage,
     config: ActivityConfig,
     notifier: Notifier,
-    /// Which transcode gets this worker's CPU first.
-    playable_first: PlayableFirst,
 }
 
 impl PulseActivities {
@@ -65,7 +62,6 @@ impl PulseActivities {
             storage,
             config,
             notifier,
-            playable_first: PlayableFirst::default(),
         }
     }
 
@@ -214,19 +210,14 @@ impl PulseActivities {
         let previous: TranscodeCheckpoint = last_heartbeat(&ctx);
         let (checkpoints, latest) = watch::channel(previous.clone());
         let (first_published, published) = oneshot::channel();
-        let pace = Pace::of(&job, self.config.held_to_real_time(&job.variants));
-        let work = async {
-            let _turn = self.playable_first.turn(pace).await;
-            transcode::transcode(
-                &self.storage,
-                &self.config,
-                &job,
-                &previous,
-                checkpoints,
-                job.live.then_some(first_published),
-            )
-            .await
-        };
+        let work = transcode::transcode(
+            &self.storage,
+            &self.config,
+            &job,
+            &previous,
+            checkpoints,
+            job.live.then_some(first_published),
+        );
         let heartbeats = heartbeat(&ctx, latest);
         // Without the first signal the other variants start when this transcode ends; without
         // the second the asset plays when its variant is complete.

@@ -9,7 +9,6 @@
 //! - [`ladder`]: which variants a source gets.
 //! - [`ffmpeg`]: the typed ffmpeg command builder, recipes and progress parsing.
 //! - [`transcode`]: variants over a range of segments, from one decode, to the bucket.
-//! - [`playable_first`]: background transcodes wait while one makes an asset playable.
 //! - [`reporter`]: progress events from the running transcodes' heartbeats.
 //! - [`workdir`]: per-job temp folders, and sweeping those of dead workers.
 //! - [`codec`]: H.264 levels and codec strings.
@@ -28,7 +27,6 @@ pub mod ffmpeg;
 pub mod hls;
 pub mod ladder;
 pub mod notify;
-pub mod playable_first;
 pub mod probe;
 pub mod reporter;
 pub mod storage;

@@ -230,7 +230,10 @@ impl Run<'_> {
             },
             variants: &job.variants,
             range: self.range,
-            realtime: self.config.held_to_real_time(&job.variants),
+            realtime: job
+                .variants
+                .iter()
+                .any(|v| self.config.realtime_variants.contains(&v.name)),
         };
         let source_url = self
             .storage

@@ -57,8 +57,7 @@ pub struct TranscodeJob {
     /// The part of the overall progress scale this transcode covers.
     pub progress: ProgressSpan,
     /// Run at idle CPU priority, so the transcode that makes the asset playable gets the
-    /// machine first and this one takes what is left; the worker also starts it only once no
-    /// such transcode runs there.
+    /// machine first and this one takes what is left.
     pub background: bool,
     /// Fast start: publish the (single) variant's playlist as it grows, and the master as soon
     /// as the first segment is up, then tell the workflow with the `first_segment_published`

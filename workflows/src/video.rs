@@ -9,8 +9,7 @@
 //! Speed without losing progressive playback: the smallest variant is transcoded on its own at
 //! normal CPU priority, so the asset plays as soon as plain ffmpeg could make that variant, while
 //! every other variant is made at idle priority by one decode of the source, in pieces of
-//! [`crate::ProcessingSettings::chunk_secs`] that many workers can share (a worker starts one
-//! only once the smallest variant is not running on it). With fast start the
+//! [`crate::ProcessingSettings::chunk_secs`] that many workers can share. With fast start the
 //! smallest variant plays while it is still being written.
 //!
 //! An asset that ends `partial` (or `failed` after some variants failed) waits for an operator's
