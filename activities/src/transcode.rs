@@ -230,6 +230,7 @@ impl Run<'_> {
             },
             variants: &job.variants,
             range: self.range,
+            live: job.live,
             realtime: job
                 .variants
                 .iter()

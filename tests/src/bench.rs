@@ -526,6 +526,7 @@ impl Baselines<'_> {
             },
             variants,
             range: SegmentRange::whole(SEGMENT_SECS),
+            live: false,
             realtime: false,
         };
         let progress = ProgressListener::bind().await.expect("a progress socket");

