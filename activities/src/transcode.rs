@@ -227,10 +227,10 @@ impl Run<'_> {
             encoding: Encoding {
                 media: &job.media,
                 preset: &self.config.x264_preset,
+                live: job.live,
             },
             variants: &job.variants,
             range: self.range,
-            live: job.live,
             realtime: job
                 .variants
                 .iter()

@@ -523,10 +523,10 @@ impl Baselines<'_> {
             encoding: Encoding {
                 media: &self.plan.media,
                 preset: self.preset,
+                live: false,
             },
             variants,
             range: SegmentRange::whole(SEGMENT_SECS),
-            live: false,
             realtime: false,
         };
         let progress = ProgressListener::bind().await.expect("a progress socket");

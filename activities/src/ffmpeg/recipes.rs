@@ -46,6 +46,9 @@ pub struct Encoding<'a> {
     pub media: &'a SourceMedia,
     /// x264 preset, e.g. `medium`.
     pub preset: &'a str,
+    /// Fast start: the segments are published as they come, so x264 looks only
+    /// [`LIVE_LOOKAHEAD_FRAMES`] ahead.
+    pub live: bool,
 }
 
 impl Encoding<'_> {
@@ -122,6 +125,11 @@ impl Encoding<'_> {
             self.level(variant).as_x264(),
             "-preset".into(),
             self.preset.to_owned(),
+        ]);
+        if self.live {
+            args.extend(["-rc-lookahead".into(), LIVE_LOOKAHEAD_FRAMES.to_string()]);
+        }
+        args.extend([
             "-crf".into(),
             CRF.to_string(),
             "-maxrate".into(),
@@ -152,9 +160,6 @@ pub struct TranscodeRecipe<'a> {
     pub variants: &'a [VariantSpec],
     /// The segments to write (the first one may be later than the job's when resuming).
     pub range: SegmentRange,
-    /// Fast start: the segments are published as they come, so x264 looks only
-    /// [`LIVE_LOOKAHEAD_FRAMES`] ahead.
-    pub live: bool,
     /// Test-only: read the source no faster than real time, so a test can act mid-variant.
     pub realtime: bool,
 }
@@ -201,17 +206,6 @@ impl TranscodeRecipe<'_> {
                 .args(
                     self.encoding
                         .output_args(index, variant, self.range.segment_secs),
-                )
-                .args(
-                    self.live
-                        .then(|| {
-                            [
-                                "-rc-lookahead".to_owned(),
-                                LIVE_LOOKAHEAD_FRAMES.to_string(),
-                            ]
-                        })
-                        .into_iter()
-                        .flatten(),
                 )
                 .args(
                     continues
@@ -372,10 +366,10 @@ mod tests {
             encoding: Encoding {
                 media,
                 preset: "medium",
+                live,
             },
             variants,
             range,
-            live,
             realtime: false,
         };
         recipe
@@ -420,7 +414,7 @@ mod tests {
         let range = SegmentRange::whole(FAST_START_SEGMENT_SECS);
         let live = command_args(&media(true, false), &variants, range, true);
         assert!(
-            live.contains("-b:a 128k -rc-lookahead 10 -output_ts_offset"),
+            live.contains("-preset medium -rc-lookahead 10 -crf 23"),
             "{live}"
         );
         let standard = command_args(&media(true, false), &variants, range, false);
