@@ -17,7 +17,9 @@ use std::{
     process::Command,
     time::{Duration, Instant},
 };
-use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+use temporalio_common::protos::temporal::api::history::v1::{
+    HistoryEvent, history_event::Attributes,
+};
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
@@ -395,19 +397,9 @@ async fn a_video_in_pieces_plays_in_full_and_its_pieces_wait_for_the_smallest_va
     assert_eq!(state.status, AssetStatus::Done, "{state:?}");
     check_playback(&env.storage, &state, &spec, &LADDER_360P).await;
     let events = env.history(&asset).await;
-    let started = events
-        .iter()
-        .position(|event| {
-            matches!(&event.attributes, Some(Attributes::WorkflowExecutionSignaledEventAttributes(signal))
-                if signal.signal_name == "first_transcode_started")
-        })
+    let started = signalled(&events, "first_transcode_started")
         .expect("the smallest variant's transcode says when it runs");
-    let pieces: Vec<(usize, String)> = events
-        .iter()
-        .enumerate()
-        .filter_map(|(at, event)| Some((at, summary(event)?)))
-        .filter(|(_, summary)| summary.starts_with("transcode 360p"))
-        .collect();
+    let pieces = scheduled(&events, "transcode 360p");
     let names: Vec<&str> = pieces.iter().map(|(_, s)| s.as_str()).collect();
     assert_eq!(
         names,
@@ -421,6 +413,24 @@ async fn a_video_in_pieces_plays_in_full_and_its_pieces_wait_for_the_smallest_va
         pieces.iter().all(|(at, _)| *at > started),
         "pieces are scheduled once the smallest variant's transcode runs"
     );
+}
+
+/// Where in `events` the workflow received the signal `name`.
+fn signalled(events: &[HistoryEvent], name: &str) -> Option<usize> {
+    events.iter().position(|event| {
+        matches!(&event.attributes, Some(Attributes::WorkflowExecutionSignaledEventAttributes(signal))
+            if signal.signal_name == name)
+    })
+}
+
+/// The activities scheduled in `events` whose summary starts with `prefix`, with where.
+fn scheduled(events: &[HistoryEvent], prefix: &str) -> Vec<(usize, String)> {
+    events
+        .iter()
+        .enumerate()
+        .filter_map(|(at, event)| Some((at, summary(event)?)))
+        .filter(|(_, summary)| summary.starts_with(prefix))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -511,4 +521,12 @@ async fn fast_start_plays_the_smallest_variant_while_it_is_written() {
         "fast start cuts 2 s segments, so the first one is out sooner: {durations:?}"
     );
     check_playback(&env.storage, &state, &spec, &LADDER_360P).await;
+    // Even at idle priority the other variants would slow the segment a player waits for.
+    let events = env.history(&asset).await;
+    let published = signalled(&events, "first_segment_published").expect("a first segment");
+    let rest = scheduled(&events, "transcode 360p");
+    assert!(
+        !rest.is_empty() && rest.iter().all(|(at, _)| *at > published),
+        "the other variants start once the first segment is up: {rest:?}"
+    );
 }

@@ -10,7 +10,8 @@
 //! normal CPU priority, so the asset plays as soon as plain ffmpeg could make that variant, while
 //! every other variant is made at idle priority by one decode of the source, in pieces of
 //! [`crate::ProcessingSettings::chunk_secs`] that many workers can share. With fast start the
-//! smallest variant plays while it is still being written.
+//! smallest variant plays while it is still being written, and the others start once its first
+//! segment is up.
 //!
 //! An asset that ends `partial` (or `failed` after some variants failed) waits for an operator's
 //! `retry` update for [`crate::ProcessingSettings::retry_window`]: a retry re-runs only what
@@ -60,6 +61,9 @@ const TRANSCODE_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
 const SHORT_FAST_START_SEGMENTS: &str = "short-fast-start-segments";
 /// Marks runs whose other variants wait until the smallest variant's transcode has started.
 const REST_AFTER_FIRST_STARTS: &str = "rest-after-first-starts";
+/// Marks fast start runs whose other variants wait until the smallest variant's first segment
+/// is up, not just until its transcode has started.
+const REST_AFTER_FIRST_SEGMENT: &str = "rest-after-first-segment";
 /// Marks runs whose thumbnail is made beside the smallest variant rather than after it.
 const THUMBNAIL_BESIDE_FIRST: &str = "thumbnail-beside-first";
 /// How long one light activity attempt may take.
@@ -93,6 +97,9 @@ pub struct VideoWorkflow {
     /// Whether the other variants' transcodes may be scheduled: once the smallest variant's
     /// has started (or ended), so their pieces cannot take every heavy slot while it waits.
     rest_may_start: bool,
+    /// Fast start: the other variants wait for the smallest variant's first segment instead,
+    /// as even at idle priority they slow it down while a player waits for it.
+    rest_waits_for_first_segment: bool,
     /// Whether the progress reporter still runs: the terminal event waits until it stopped, so
     /// no progress event can follow it.
     reporter_running: bool,
@@ -193,13 +200,14 @@ impl VideoWorkflow {
 
     /// Fast start: the first variant's playlist and the master are up while the variant is
     /// still being written. Sent by the transcode, which wrote `master`; later masters list
-    /// the variant too until it is complete.
+    /// the variant too until it is complete. The other variants may start from now on.
     #[signal]
     pub fn first_segment_published(
         &mut self,
         ctx: &mut SyncWorkflowContext<Self>,
         master: PublishedMaster,
     ) {
+        self.rest_may_start = true;
         if self.state.status != AssetStatus::Processing {
             return;
         }
@@ -214,7 +222,9 @@ impl VideoWorkflow {
     /// The smallest variant's transcode runs, and so holds a heavy slot. Sent by the transcode.
     #[signal]
     pub fn first_transcode_started(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
-        self.rest_may_start = true;
+        if !self.rest_waits_for_first_segment {
+            self.rest_may_start = true;
+        }
     }
 
     #[update_validator(retry)]
@@ -331,9 +341,13 @@ impl Pipeline {
         // a piece is done.
         let rest_waits =
             first.is_some() && !rest.is_empty() && self.ctx.patched(REST_AFTER_FIRST_STARTS);
+        let rest_waits_for_first_segment = rest_waits
+            && self.request.settings.fast_start
+            && self.ctx.patched(REST_AFTER_FIRST_SEGMENT);
         self.ctx.state_mut(|workflow| {
             workflow.transcoding = true;
             workflow.rest_may_start = !rest_waits;
+            workflow.rest_waits_for_first_segment = rest_waits_for_first_segment;
         });
         // The `playable` event waits for the thumbnail (the frontend hears `thumbnail_ready`
         // first), so the thumbnail is made beside the smallest variant and is long done when
