@@ -94,12 +94,8 @@ pub struct VideoWorkflow {
     held_playable: Option<Notification>,
     /// Whether transcodes run: the progress reporter runs while they do.
     transcoding: bool,
-    /// Whether the other variants' transcodes may be scheduled: once the smallest variant's
-    /// has started (or ended), so their pieces cannot take every heavy slot while it waits.
-    rest_may_start: bool,
-    /// Fast start: the other variants wait for the smallest variant's first segment instead,
-    /// as even at idle priority they slow it down while a player waits for it.
-    rest_waits_for_first_segment: bool,
+    /// When the other variants' transcodes may be scheduled.
+    rest_gate: RestGate,
     /// Whether the progress reporter still runs: the terminal event waits until it stopped, so
     /// no progress event can follow it.
     reporter_running: bool,
@@ -140,6 +136,21 @@ impl VideoWorkflow {
 }
 
 /// Which transcode of a round a job is.
+/// What the other variants' transcodes wait for before they are scheduled. The smallest
+/// variant's transcode ending opens the gate too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum RestGate {
+    /// Nothing: they may be scheduled now.
+    #[default]
+    Open,
+    /// The smallest variant's transcode to run, so their pieces cannot take every heavy slot
+    /// while it waits.
+    FirstStarts,
+    /// Fast start: the smallest variant's first segment, as even at idle priority they slow
+    /// it down while a player waits for it.
+    FirstSegment,
+}
+
 #[derive(Clone, Copy)]
 enum Turn {
     /// The smallest variant, at full priority: `live` in fast start; `announce_start` when the
@@ -207,7 +218,7 @@ impl VideoWorkflow {
         ctx: &mut SyncWorkflowContext<Self>,
         master: PublishedMaster,
     ) {
-        self.rest_may_start = true;
+        self.rest_gate = RestGate::Open;
         if self.state.status != AssetStatus::Processing {
             return;
         }
@@ -222,8 +233,8 @@ impl VideoWorkflow {
     /// The smallest variant's transcode runs, and so holds a heavy slot. Sent by the transcode.
     #[signal]
     pub fn first_transcode_started(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
-        if !self.rest_waits_for_first_segment {
-            self.rest_may_start = true;
+        if self.rest_gate == RestGate::FirstStarts {
+            self.rest_gate = RestGate::Open;
         }
     }
 
@@ -341,13 +352,16 @@ impl Pipeline {
         // a piece is done.
         let rest_waits =
             first.is_some() && !rest.is_empty() && self.ctx.patched(REST_AFTER_FIRST_STARTS);
-        let rest_waits_for_first_segment = rest_waits
-            && self.request.settings.fast_start
-            && self.ctx.patched(REST_AFTER_FIRST_SEGMENT);
+        let rest_gate = if !rest_waits {
+            RestGate::Open
+        } else if self.request.settings.fast_start && self.ctx.patched(REST_AFTER_FIRST_SEGMENT) {
+            RestGate::FirstSegment
+        } else {
+            RestGate::FirstStarts
+        };
         self.ctx.state_mut(|workflow| {
             workflow.transcoding = true;
-            workflow.rest_may_start = !rest_waits;
-            workflow.rest_waits_for_first_segment = rest_waits_for_first_segment;
+            workflow.rest_gate = rest_gate;
         });
         // The `playable` event waits for the thumbnail (the frontend hears `thumbnail_ready`
         // first), so the thumbnail is made beside the smallest variant and is long done when
@@ -514,7 +528,7 @@ impl Pipeline {
         let result = self.transcode(plan, &job, turn).await;
         // Ended without its signal (refused at once, say): the others need not wait any more.
         self.ctx
-            .state_mut(|workflow| workflow.rest_may_start = true);
+            .state_mut(|workflow| workflow.rest_gate = RestGate::Open);
         self.settle(job.span);
         match result {
             Ok(output) => self.complete(plan, &job.variants, output.variants).await,
@@ -532,7 +546,7 @@ impl Pipeline {
             .state(|workflow| workflow.state.master_key.is_none());
         let _ = self
             .ctx
-            .wait_condition(|workflow| workflow.rest_may_start)
+            .wait_condition(|workflow| workflow.rest_gate == RestGate::Open)
             .await;
         let pieces = join_all(jobs.iter().map(|job| async move {
             let result = self.transcode(plan, job, Turn::Rest { background }).await;
