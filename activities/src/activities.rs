@@ -5,6 +5,7 @@
 use crate::{
     cache_policy::ObjectKind,
     config::ActivityConfig,
+    cpu_share::CpuShare,
     failure::{BadInput, BadInputKind, into_activity_error},
     ffmpeg::{
         SourceInput,
@@ -53,6 +54,8 @@ pub struct PulseActivities {
     storage: Storage,
     config: ActivityConfig,
     notifier: Notifier,
+    /// Which transcode gets which of this worker's cores.
+    cpu_share: CpuShare,
 }
 
 impl PulseActivities {
@@ -62,6 +65,7 @@ impl PulseActivities {
             storage,
             config,
             notifier,
+            cpu_share: CpuShare::default(),
         }
     }
 
@@ -213,6 +217,7 @@ impl PulseActivities {
         let work = transcode::transcode(
             &self.storage,
             &self.config,
+            &self.cpu_share,
             &job,
             &previous,
             checkpoints,

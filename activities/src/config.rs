@@ -2,6 +2,7 @@
 
 use crate::{probe::Limits, storage::DEFAULT_BUCKET};
 use anyhow::Context;
+use pulse_workflows::media::VariantSpec;
 use std::{path::PathBuf, str::FromStr};
 
 /// Settings of the activities of one worker process.
@@ -73,6 +74,13 @@ impl ActivityConfig {
             realtime_variants: list(lookup("PULSE_FAULT_REALTIME_VARIANTS")),
             bucket,
         })
+    }
+
+    /// Whether a transcode of `variants` is held to real time (`PULSE_FAULT_REALTIME_VARIANTS`).
+    pub fn held_to_real_time(&self, variants: &[VariantSpec]) -> bool {
+        variants
+            .iter()
+            .any(|variant| self.realtime_variants.contains(&variant.name))
     }
 
     /// The URL a viewer fetches the object at `key` from.

@@ -9,6 +9,7 @@
 //! - [`ladder`]: which variants a source gets.
 //! - [`ffmpeg`]: the typed ffmpeg command builder, recipes and progress parsing.
 //! - [`transcode`]: variants over a range of segments, from one decode, to the bucket.
+//! - [`cpu_share`]: background transcodes keep off the cores of one that makes an asset playable.
 //! - [`reporter`]: progress events from the running transcodes' heartbeats.
 //! - [`workdir`]: per-job temp folders, and sweeping those of dead workers.
 //! - [`codec`]: H.264 levels and codec strings.
@@ -22,6 +23,7 @@ pub mod cache_policy;
 pub mod codec;
 pub mod config;
 pub mod connections;
+pub mod cpu_share;
 pub mod failure;
 pub mod ffmpeg;
 pub mod hls;

@@ -15,6 +15,7 @@
 use crate::{
     cache_policy::ObjectKind,
     config::ActivityConfig,
+    cpu_share::{CpuShare, Pace},
     failure::{BadInput, BadInputKind},
     ffmpeg::{
         SourceInput,
@@ -32,7 +33,7 @@ use pulse_workflows::{
     media::{SegmentRange, SegmentRecord, TranscodeOutput, VariantSegments, VariantSpec},
     progress::TranscodeCheckpoint,
 };
-use std::{path::Path, time::Duration};
+use std::{future::pending, path::Path, time::Duration};
 use tokio::sync::{oneshot, watch};
 
 /// How long presigned source URLs stay valid: longer than any transcode attempt.
@@ -98,6 +99,7 @@ pub fn resume_from(
 pub async fn transcode(
     storage: &Storage,
     config: &ActivityConfig,
+    cpu_share: &CpuShare,
     job: &TranscodeJob,
     previous: &TranscodeCheckpoint,
     checkpoints: watch::Sender<TranscodeCheckpoint>,
@@ -154,9 +156,11 @@ pub async fn transcode(
         tracing::info!(asset_id = %job.asset_id, segment = resumed_from_segment, "resuming");
     }
     if !complete {
+        let _turn = cpu_share.start(Pace::of(job, config.held_to_real_time(&job.variants)));
         let run = Run {
             storage,
             config,
+            cpu_share,
             job,
             keys: job.asset_id.keys(),
             range: SegmentRange {
@@ -197,6 +201,7 @@ pub async fn transcode(
 struct Run<'a> {
     storage: &'a Storage,
     config: &'a ActivityConfig,
+    cpu_share: &'a CpuShare,
     job: &'a TranscodeJob,
     keys: AssetKeys,
     range: SegmentRange,
@@ -231,10 +236,7 @@ impl Run<'_> {
             },
             variants: &job.variants,
             range: self.range,
-            realtime: job
-                .variants
-                .iter()
-                .any(|v| self.config.realtime_variants.contains(&v.name)),
+            realtime: self.config.held_to_real_time(&job.variants),
         };
         let source_url = self
             .storage
@@ -248,6 +250,14 @@ impl Run<'_> {
             .background(job.background);
         let mut progress = listener.latest();
         let mut ffmpeg = command.spawn()?;
+        let pid = ffmpeg.id();
+        let confined = async {
+            match pid {
+                Some(pid) if job.background => self.cpu_share.confine(pid).await,
+                _ => pending().await,
+            }
+        };
+        tokio::pin!(confined);
 
         // ffmpeg reports output times, which start at the base plus where the job's range
         // starts: what is left is how far into the range it got.
@@ -261,6 +271,7 @@ impl Run<'_> {
         });
         loop {
             tokio::select! {
+                never = &mut confined => match never {},
                 exit = ffmpeg.exited() => {
                     exit?;
                     break;

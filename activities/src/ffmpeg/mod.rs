@@ -252,14 +252,20 @@ impl FfmpegCommand {
     }
 }
 
-/// Threads decoding the source: one per core this process may use (its CPU quota and
-/// affinity count). ffmpeg would take one more, and that extra thread costs the encoders beside
-/// it CPU on a small machine: on 2 cores the smallest variant alone took 8.2 instead of 8.7
-/// CPU-seconds, and 5.0 instead of 5.2 s.
+/// The cores this process may use (its CPU quota and affinity count).
+///
+/// ffmpeg and x264 size their thread pools by the cores they may use when they start, and a
+/// background transcode starts confined to some of the worker's (see [`crate::cpu_share`]) yet
+/// gets them all later: so commands name their thread counts from the worker's cores.
+pub fn worker_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+/// Threads decoding the source: one per core this process may use. ffmpeg would take one more,
+/// and that extra thread costs the encoders beside it CPU on a small machine: on 2 cores the
+/// smallest variant alone took 8.2 instead of 8.7 CPU-seconds, and 5.0 instead of 5.2 s.
 fn decode_threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, std::num::NonZero::get)
-        .min(MAX_DECODE_THREADS)
+    worker_cores().min(MAX_DECODE_THREADS)
 }
 
 /// The arguments of an ffprobe call that reports format and streams as JSON.

@@ -6,7 +6,7 @@
 //! on every segment boundary so all variants cut at the same instants, players switch cleanly,
 //! and a transcode can start (or restart after a crash) at any segment.
 
-use super::{FfmpegCommand, SourceInput};
+use super::{FfmpegCommand, SourceInput, worker_cores};
 use crate::codec::Level;
 use pulse_workflows::media::{SegmentRange, SourceMedia, VariantSpec};
 use std::{net::SocketAddr, path::Path};
@@ -142,6 +142,8 @@ impl Encoding<'_> {
             format!("{keyframe_frames}"),
             "-force_key_frames".into(),
             format!("expr:gte(t,n_forced*{segment_secs})"),
+            "-threads".into(),
+            x264_threads(worker_cores(), variant.height).to_string(),
         ]);
         if self.media.audio_stream.is_some() {
             args.extend(["-c:a", "aac", "-ac", "2", "-ar", "48000", "-b:a"].map(str::to_owned));
@@ -194,6 +196,10 @@ impl TranscodeRecipe<'_> {
         }
         let mut command = FfmpegCommand::new()
             .progress_to(progress)
+            .args([
+                "-filter_complex_threads".to_owned(),
+                worker_cores().to_string(),
+            ])
             .input(&input)
             .args([
                 "-filter_complex".to_owned(),
@@ -222,6 +228,13 @@ impl TranscodeRecipe<'_> {
         }
         command
     }
+}
+
+/// The threads x264 takes by itself with `cores` for a picture `height` rows high: half as many
+/// again as cores (frame threads), at most one per two rows of macroblocks.
+fn x264_threads(cores: usize, height: u32) -> usize {
+    let macroblock_rows = (height as usize).div_ceil(16);
+    (cores * 3 / 2).min(macroblock_rows / 2).max(1)
 }
 
 /// The HLS muxer options of one output: the segments of `range`, numbered from its first,
@@ -405,6 +418,31 @@ mod tests {
         assert!(
             !args.contains("atrim"),
             "from the start, the audio is whole: {args}"
+        );
+    }
+
+    #[test]
+    fn x264_gets_the_threads_it_would_take_with_every_core_of_the_worker() {
+        assert_eq!(x264_threads(2, 240), 3);
+        assert_eq!(x264_threads(1, 1080), 1);
+        assert_eq!(x264_threads(16, 1080), 24);
+        assert_eq!(x264_threads(16, 240), 7, "two macroblock rows per thread");
+        assert_eq!(x264_threads(4, 16), 1);
+        let args = args(
+            &media(true, false),
+            &[variant("720p", 1280, 720, 2800)],
+            SegmentRange::whole(SEGMENT_SECS),
+        );
+        let cores = worker_cores();
+        assert!(
+            args.contains(&format!("-threads {} -c:a aac", x264_threads(cores, 720))),
+            "{args}"
+        );
+        assert!(
+            args.contains(&format!(
+                "-filter_complex_threads {cores} -protocol_whitelist"
+            )),
+            "{args}"
         );
     }
 
