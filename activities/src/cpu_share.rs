@@ -79,11 +79,21 @@ impl CpuShare {
         }
     }
 
+    /// Places the process `pid` of a transcode at `pace` (none once it ended) as the share says:
+    /// a background one follows [`CpuShare::confine`], others run anywhere. Never returns; drop
+    /// it when the process ends.
+    pub async fn follow(&self, pace: Pace, pid: Option<u32>) -> Infallible {
+        match pid {
+            Some(pid) if pace == Pace::Background => self.confine(pid).await,
+            _ => pending().await,
+        }
+    }
+
     /// Keeps the threads of the background process `pid` on the upper half of the cores while a
     /// full-speed transcode runs, on every core otherwise. Never returns; drop it when the
     /// process ends. Threads the process starts later inherit the cores of the thread that
     /// starts them.
-    pub async fn confine(&self, pid: u32) -> Infallible {
+    async fn confine(&self, pid: u32) -> Infallible {
         let mut full_speed = self.full_speed.subscribe();
         loop {
             let cores = if *full_speed.borrow_and_update() > 0 {
@@ -91,7 +101,7 @@ impl CpuShare {
             } else {
                 &self.every_core
             };
-            affinity::pin_process(pid, cores);
+            pin_process(pid, cores);
             if full_speed.changed().await.is_err() {
                 // The sender lives in `self`, which outlives this future.
                 return pending().await;
@@ -113,6 +123,8 @@ impl Drop for FullSpeedTurn<'_> {
 fn upper_half(cores: &[usize]) -> &[usize] {
     &cores[cores.len() - (cores.len() / 2).max(1).min(cores.len())..]
 }
+
+pub use affinity::pin_process;
 
 #[cfg(target_os = "linux")]
 mod affinity {
@@ -138,7 +150,8 @@ mod affinity {
             .collect()
     }
 
-    /// Puts every thread of process `pid` on `cores`. Threads that end meanwhile, or a process
+    /// Puts every thread of process `pid` on `cores` (an empty list changes nothing); the threads
+    /// it starts later inherit them. Threads that end meanwhile, or a process
     /// that already ended, are skipped: there is nothing left to place.
     pub fn pin_process(pid: u32, cores: &[usize]) {
         if cores.is_empty() {
@@ -235,7 +248,7 @@ mod tests {
             .spawn()
             .expect("sleep runs");
         let pid = process.id().unwrap();
-        let confined = share.confine(pid);
+        let confined = share.follow(Pace::Background, Some(pid));
         tokio::pin!(confined);
         // Follows the share until the process may run on `expected` cores.
         let mut until_on = async |expected: &[usize]| {

@@ -33,7 +33,7 @@ use pulse_workflows::{
     media::{SegmentRange, SegmentRecord, TranscodeOutput, VariantSegments, VariantSpec},
     progress::TranscodeCheckpoint,
 };
-use std::{future::pending, path::Path, time::Duration};
+use std::{path::Path, time::Duration};
 use tokio::sync::{oneshot, watch};
 
 /// How long presigned source URLs stay valid: longer than any transcode attempt.
@@ -156,11 +156,13 @@ pub async fn transcode(
         tracing::info!(asset_id = %job.asset_id, segment = resumed_from_segment, "resuming");
     }
     if !complete {
-        let _turn = cpu_share.start(Pace::of(job, config.held_to_real_time(&job.variants)));
+        let pace = Pace::of(job, config.held_to_real_time(&job.variants));
+        let _turn = cpu_share.start(pace);
         let run = Run {
             storage,
             config,
             cpu_share,
+            pace,
             job,
             keys: job.asset_id.keys(),
             range: SegmentRange {
@@ -202,6 +204,8 @@ struct Run<'a> {
     storage: &'a Storage,
     config: &'a ActivityConfig,
     cpu_share: &'a CpuShare,
+    /// How this run's ffmpeg shares the worker's cores.
+    pace: Pace,
     job: &'a TranscodeJob,
     keys: AssetKeys,
     range: SegmentRange,
@@ -250,13 +254,7 @@ impl Run<'_> {
             .background(job.background);
         let mut progress = listener.latest();
         let mut ffmpeg = command.spawn()?;
-        let pid = ffmpeg.id();
-        let confined = async {
-            match pid {
-                Some(pid) if job.background => self.cpu_share.confine(pid).await,
-                _ => pending().await,
-            }
-        };
+        let confined = self.cpu_share.follow(self.pace, ffmpeg.id());
         tokio::pin!(confined);
 
         // ffmpeg reports output times, which start at the base plus where the job's range

@@ -18,6 +18,7 @@ use crate::{
 };
 use pulse_activities::{
     ActivityConfig, Storage,
+    cpu_share::{CpuShare, Pace, pin_process},
     ffmpeg::{
         SourceInput,
         progress::ProgressListener,
@@ -196,28 +197,6 @@ fn folder_bytes(folder: &Path) -> u64 {
         .sum()
 }
 
-/// Restricts every thread of process `pid` (and so the ffmpeg it starts) to CPU `core`: one
-/// worker on one core stands in for one machine when scaling is shown on a small one.
-fn pin_to_core(pid: u32, core: usize) {
-    let tasks =
-        std::fs::read_dir(format!("/proc/{pid}/task")).expect("listing the worker's threads");
-    for task in tasks.flatten() {
-        let Some(tid) = task
-            .file_name()
-            .to_str()
-            .and_then(|t| t.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        // SAFETY: `set` is a plain bit set that outlives the call, sized as passed.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(core, &mut set);
-            libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
-    }
-}
-
 /// How Pulse is run for one measurement.
 #[derive(Clone, Copy, Debug)]
 pub struct Setup {
@@ -337,8 +316,9 @@ impl StartedRun {
             .map(|_| WorkerProcess::spawn(&env, &receiver.worker_env()))
             .collect();
         if setup.core_per_worker {
+            // One worker on one core stands in for one machine; the ffmpeg it starts inherits it.
             for (core, worker) in workers.iter().enumerate() {
-                pin_to_core(worker.pid(), core);
+                pin_process(worker.pid(), &[core]);
             }
         }
         // A tiny asset first, so the clock starts with workers already polling.
@@ -472,6 +452,8 @@ pub struct Baselines<'a> {
     pub plan: &'a SourcePlan,
     /// The x264 preset.
     pub preset: &'a str,
+    /// The cores, shared as a worker shares them.
+    pub cpu_share: CpuShare,
 }
 
 /// The two baselines the targets compare Pulse with.
@@ -487,8 +469,8 @@ impl Baselines<'_> {
     /// The baselines of the targets, to be measured right beside Pulse.
     pub async fn targets(&self) -> TargetBaselines {
         TargetBaselines {
-            smallest_secs: self.encode(&self.plan.variants[..1], false).await,
-            single_decode_secs: self.encode(&self.plan.variants, false).await,
+            smallest_secs: self.encode(&self.plan.variants[..1], Pace::FullSpeed).await,
+            single_decode_secs: self.encode(&self.plan.variants, Pace::FullSpeed).await,
         }
     }
 
@@ -497,24 +479,30 @@ impl Baselines<'_> {
         let (smallest, rest) = self.plan.variants.split_at(1);
         let mut sequential_secs = 0.0;
         for variant in &self.plan.variants {
-            sequential_secs += self.encode(std::slice::from_ref(variant), false).await;
+            sequential_secs += self
+                .encode(std::slice::from_ref(variant), Pace::FullSpeed)
+                .await;
         }
         let beside = Instant::now();
-        let (smallest_within_beside_secs, _) =
-            tokio::join!(self.encode(smallest, false), self.encode(rest, true));
+        let (smallest_within_beside_secs, _) = tokio::join!(
+            self.encode(smallest, Pace::FullSpeed),
+            self.encode(rest, Pace::Background)
+        );
         let smallest_beside_rest_secs = beside.elapsed().as_secs_f64();
         FfmpegRun {
             sequential_secs,
             single_decode_secs: targets.single_decode_secs,
             smallest_secs: targets.smallest_secs,
-            smallest_then_rest_secs: targets.smallest_secs + self.encode(rest, false).await,
+            smallest_then_rest_secs: targets.smallest_secs
+                + self.encode(rest, Pace::FullSpeed).await,
             smallest_beside_rest_secs,
             smallest_within_beside_secs,
         }
     }
 
-    /// Seconds plain ffmpeg takes to write `variants` of the clip as HLS into a temp folder.
-    async fn encode(&self, variants: &[VariantSpec], background: bool) -> f64 {
+    /// Seconds plain ffmpeg takes to write `variants` of the clip as HLS into a temp folder,
+    /// sharing the cores at `pace` as a worker would.
+    async fn encode(&self, variants: &[VariantSpec], pace: Pace) -> f64 {
         let out = tempfile::tempdir().expect("a temp folder for plain ffmpeg");
         for variant in variants {
             std::fs::create_dir_all(out.path().join(&variant.name)).expect("a variant folder");
@@ -536,13 +524,19 @@ impl Baselines<'_> {
                 out.path(),
                 progress.addr().expect("the progress socket's address"),
             )
-            .background(background);
+            .background(pace == Pace::Background);
         let _updates = progress.latest();
+        let _turn = self.cpu_share.start(pace);
         let started = Instant::now();
-        command
-            .run()
-            .await
-            .unwrap_or_else(|error| panic!("plain ffmpeg failed: {error}"));
+        let ffmpeg = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("plain ffmpeg failed to start: {error}"));
+        let placed = self.cpu_share.follow(pace, ffmpeg.id());
+        let finished = tokio::select! {
+            never = placed => match never {},
+            finished = ffmpeg.finish() => finished,
+        };
+        finished.unwrap_or_else(|error| panic!("plain ffmpeg failed: {error}"));
         started.elapsed().as_secs_f64()
     }
 }
@@ -856,6 +850,7 @@ pub async fn run(options: Options) -> Report {
         source: &source,
         plan: &plan,
         preset: &preset,
+        cpu_share: CpuShare::default(),
     };
     for run in 1..=options.runs {
         // This machine's speed drifts over minutes: Pulse and the two baselines of its targets
