@@ -135,7 +135,6 @@ impl VideoWorkflow {
     }
 }
 
-/// Which transcode of a round a job is.
 /// What the other variants' transcodes wait for before they are scheduled. The smallest
 /// variant's transcode ending opens the gate too.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -151,6 +150,7 @@ enum RestGate {
     FirstSegment,
 }
 
+/// Which transcode of a round a job is.
 #[derive(Clone, Copy)]
 enum Turn {
     /// The smallest variant, at full priority: `live` in fast start; `announce_start` when the
