@@ -6,8 +6,9 @@
 //! `playable` event, the time the `done` event carries), while a [`Sampler`] watches the worker's
 //! memory, its ffmpeg children and its temp folder. The same ladder is then encoded by plain ffmpeg
 //! from the local file: one process per variant in turn (the seed's way), one process making every
-//! variant from one decode, and the smallest variant alone. Fast start on a 10-minute clip and
-//! scaling over workers are measured after the runs.
+//! variant from one decode, the smallest variant alone, then the rest, and beside the rest (the
+//! layout Pulse uses, its cores shared as a worker shares them). Fast start on a 10-minute clip
+//! and scaling over workers are measured after the runs.
 
 use crate::{
     media::ClipSpec,
@@ -427,7 +428,8 @@ pub struct FfmpegRun {
     pub smallest_secs: f64,
     /// The smallest variant, then the others from one decode: Pulse's plan done by hand.
     pub smallest_then_rest_secs: f64,
-    /// The smallest variant beside the others (from one decode, at idle priority).
+    /// The smallest variant beside the others (from one decode, at idle priority and kept off
+    /// the smallest variant's cores, as a worker runs them).
     pub smallest_beside_rest_secs: f64,
     /// The smallest variant's own time in `smallest_beside_rest_secs`: as soon as Pulse's
     /// layout, done by plain ffmpeg, could play.
