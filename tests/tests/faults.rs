@@ -209,13 +209,11 @@ async fn a_worker_stopped_mid_variant(stop: Stop, fast_start: bool) {
         if let Some(checkpoint) = env.running_checkpoint(&asset, interrupted).await {
             live.push(checkpoint.progress);
         }
-        if !state.status.is_finished()
-            && segments_in_bucket(&env, &asset, interrupted).await > reached
-        {
-            masters_while_growing.push(master_variants(&env, &asset).await);
-        }
         if state.status.is_finished() {
             break state;
+        }
+        if segments_in_bucket(&env, &asset, interrupted).await > reached {
+            masters_while_growing.push(master_variants(&env, &asset).await);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
