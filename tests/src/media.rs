@@ -63,6 +63,12 @@ impl ClipSpec {
         self
     }
 
+    /// At `fps` frames per second.
+    pub fn at_fps(mut self, fps: u32) -> Self {
+        self.fps = fps;
+        self
+    }
+
     /// With display rotation metadata.
     pub fn rotated(mut self, degrees: i32) -> Self {
         self.rotate = Some(degrees);

@@ -135,11 +135,7 @@ async fn a_worker_stopped_mid_variant(stop: Stop, fast_start: bool) {
     // little to watch the resumed attempt grow), and 10 pictures a second make it cheaper still
     // (at 30, a slow CI machine once took the whole clip's length over the 360p variant).
     let (spec, sizes): (_, &[_]) = if fast_start {
-        let spec = ClipSpec {
-            fps: 10,
-            ..ClipSpec::new(640, 360, 24.0)
-        };
-        (spec, &LADDER_360P)
+        (ClipSpec::new(640, 360, 24.0).at_fps(10), &LADDER_360P)
     } else {
         (
             ClipSpec::new(854, 480, 16.0),
