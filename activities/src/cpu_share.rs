@@ -2,14 +2,21 @@
 //! the background ones beside it.
 //!
 //! Background transcodes run at idle CPU priority, so they only get the CPU time the smallest
-//! variant's ffmpeg leaves (about a tenth of two cores). Yet on every core they run they also
-//! fill the core's caches with their own frames, and the smallest variant came out about half a
-//! second later beside them than alone. So while a full-speed transcode runs on the worker,
-//! background ffmpeg processes are confined to the upper half of the worker's cores: the lower
-//! half is the full-speed one's alone. When no full-speed transcode runs they get every core
-//! again. By hand on two cores, 14 rounds of plain ffmpeg: the smallest variant took 6.56 s
-//! alone, 7.04 s beside the larger variants and 6.63 s beside them confined to one core (at the
-//! median), while the larger variants lost 0.5 of the 2.8 CPU-seconds they got meanwhile.
+//! variant's ffmpeg leaves. Yet they still slow it down, so while a full-speed transcode runs on
+//! the worker, background ffmpeg processes keep out of its way ([`KeepApart`]):
+//!
+//! - on a worker with cores to spare, they are confined to the upper half of its cores, and the
+//!   lower half is the full-speed one's alone: on every core they run they fill the caches with
+//!   their own frames;
+//! - on a worker whose lower half is too small for the full-speed transcode (two cores), they
+//!   are paused (`SIGSTOP`) until it ends. The smallest variant's ffmpeg keeps about 1.7 cores
+//!   busy, so it runs on the second core too, and an idle-priority process there made its many
+//!   thread wake-ups slower: on two virtual cores it took 6.1 instead of 5.6 s beside one (even
+//!   beside a mere spinning loop), with the same CPU-seconds, and Pulse played 0.55 s sooner
+//!   with them paused (10 pairs by hand, sooner in every one). Pausing them costs what they would
+//!   have got done meanwhile, a sixth of a core, which did not show in the time to `done`.
+//!
+//! When no full-speed transcode runs they get every core again.
 
 use pulse_workflows::contract::TranscodeJob;
 use std::{convert::Infallible, future::pending};
@@ -18,9 +25,9 @@ use tokio::sync::watch;
 /// How a transcode uses the CPU, which says what it asks of the others.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pace {
-    /// As fast as the CPU allows, to make an asset playable: background ones keep off its cores.
+    /// As fast as the CPU allows, to make an asset playable: background ones keep out of its way.
     FullSpeed,
-    /// At idle priority, confined while a full-speed transcode runs.
+    /// At idle priority, kept apart (confined or paused) while a full-speed transcode runs.
     Background,
     /// Asks nothing of the others: fast start's growing first variant, which the other variants
     /// wait for anyway, or a transcode held to real time (a test fault switch), which needs
@@ -41,12 +48,36 @@ impl Pace {
     }
 }
 
-/// The full-speed transcodes running on this worker, and the cores background ones may use.
+/// Cores the smallest variant's ffmpeg, the full-speed transcode, keeps busy: about 1.7.
+const FULL_SPEED_CORES: usize = 2;
+
+/// How background transcodes keep out of a full-speed one's way while it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeepApart {
+    /// On the upper half of the cores: the lower half is enough for the full-speed one.
+    UpperHalf,
+    /// Paused: the full-speed one needs more than the lower half.
+    Pause,
+}
+
+impl KeepApart {
+    /// How background transcodes keep apart on a worker that may use `cores`.
+    fn on(cores: &[usize]) -> Self {
+        if cores.len() - upper_half(cores).len() >= FULL_SPEED_CORES {
+            Self::UpperHalf
+        } else {
+            Self::Pause
+        }
+    }
+}
+
+/// The full-speed transcodes running on this worker, and how background ones keep apart.
 #[derive(Debug)]
 pub struct CpuShare {
     full_speed: watch::Sender<usize>,
     every_core: Vec<usize>,
     background_cores: Vec<usize>,
+    keep_apart: KeepApart,
 }
 
 /// Marks a full-speed transcode as running until dropped.
@@ -58,16 +89,22 @@ pub struct FullSpeedTurn<'a> {
 impl Default for CpuShare {
     /// Shares the cores this worker may run on.
     fn default() -> Self {
-        let every_core = affinity::allowed_cores(0);
-        Self {
-            background_cores: upper_half(&every_core).to_vec(),
-            every_core,
-            full_speed: watch::Sender::new(0),
-        }
+        let every_core = process::allowed_cores(0);
+        Self::new(KeepApart::on(&every_core), every_core)
     }
 }
 
 impl CpuShare {
+    /// A share of `every_core` whose background transcodes keep apart as `keep_apart` says.
+    fn new(keep_apart: KeepApart, every_core: Vec<usize>) -> Self {
+        Self {
+            background_cores: upper_half(&every_core).to_vec(),
+            every_core,
+            keep_apart,
+            full_speed: watch::Sender::new(0),
+        }
+    }
+
     /// Marks a transcode at `pace` as running, until the returned turn is dropped.
     pub fn start(&self, pace: Pace) -> FullSpeedTurn<'_> {
         if pace != Pace::FullSpeed {
@@ -80,28 +117,31 @@ impl CpuShare {
     }
 
     /// Places the process `pid` of a transcode at `pace` (none once it ended) as the share says:
-    /// a background one follows [`CpuShare::confine`], others run anywhere. Never returns; drop
-    /// it when the process ends.
+    /// a background one follows [`CpuShare::keep_out_of_the_way`], others run anywhere. Never returns;
+    /// drop it when the process ends.
     pub async fn follow(&self, pace: Pace, pid: Option<u32>) -> Infallible {
         match pid {
-            Some(pid) if pace == Pace::Background => self.confine(pid).await,
+            Some(pid) if pace == Pace::Background => self.keep_out_of_the_way(pid).await,
             _ => pending().await,
         }
     }
 
-    /// Keeps the threads of the background process `pid` on the upper half of the cores while a
-    /// full-speed transcode runs, on every core otherwise. Never returns; drop it when the
-    /// process ends. Threads the process starts later inherit the cores of the thread that
-    /// starts them.
-    async fn confine(&self, pid: u32) -> Infallible {
+    /// Keeps the background process `pid` out of the way while a full-speed transcode runs
+    /// (on the upper half of the cores, or paused), and on every core otherwise. Never returns;
+    /// drop it when the process ends. Threads the process starts later inherit the cores of the
+    /// thread that starts them.
+    async fn keep_out_of_the_way(&self, pid: u32) -> Infallible {
         let mut full_speed = self.full_speed.subscribe();
         loop {
-            let cores = if *full_speed.borrow_and_update() > 0 {
+            let apart = *full_speed.borrow_and_update() > 0;
+            let paused = apart && self.keep_apart == KeepApart::Pause;
+            let cores = if apart && !paused {
                 &self.background_cores
             } else {
                 &self.every_core
             };
             pin_process(pid, cores);
+            process::set_paused(pid, paused);
             if full_speed.changed().await.is_err() {
                 // The sender lives in `self`, which outlives this future.
                 return pending().await;
@@ -124,11 +164,12 @@ fn upper_half(cores: &[usize]) -> &[usize] {
     &cores[cores.len() - (cores.len() / 2).max(1).min(cores.len())..]
 }
 
-pub use affinity::pin_process;
+pub use process::pin_process;
 
 #[cfg(target_os = "linux")]
-mod affinity {
-    //! CPU affinity through sched_getaffinity(2) and sched_setaffinity(2).
+mod process {
+    //! CPU affinity through sched_getaffinity(2) and sched_setaffinity(2), pausing through
+    //! kill(2).
 
     use std::mem::{size_of, zeroed};
 
@@ -175,17 +216,27 @@ mod affinity {
             }
         }
     }
+
+    /// Stops process `pid` (`SIGSTOP`) or lets it go on (`SIGCONT`, which changes nothing for
+    /// a running one). A process that already ended is not there to signal.
+    pub fn set_paused(pid: u32, paused: bool) {
+        let signal = if paused { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill(2) has no memory preconditions; a stale pid only fails.
+        unsafe { libc::kill(pid as libc::pid_t, signal) };
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
-mod affinity {
-    //! No CPU affinity outside Linux: background transcodes only run at a lower priority.
+mod process {
+    //! Nothing outside Linux: background transcodes only run at a lower priority.
 
     pub fn allowed_cores(_pid: u32) -> Vec<usize> {
         Vec::new()
     }
 
     pub fn pin_process(_pid: u32, _cores: &[usize]) {}
+
+    pub fn set_paused(_pid: u32, _paused: bool) {}
 }
 
 #[cfg(test)]
@@ -238,40 +289,93 @@ mod tests {
         assert!(upper_half(&[]).is_empty());
     }
 
+    #[test]
+    fn background_transcodes_pause_where_the_lower_half_is_too_small() {
+        assert_eq!(KeepApart::on(&[0]), KeepApart::Pause);
+        assert_eq!(KeepApart::on(&[0, 1]), KeepApart::Pause);
+        assert_eq!(KeepApart::on(&[0, 1, 2]), KeepApart::UpperHalf);
+        assert_eq!(KeepApart::on(&[0, 1, 2, 3]), KeepApart::UpperHalf);
+    }
+
+    /// Where a process is: the cores it may run on and whether it is stopped.
     #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn a_background_process_keeps_off_the_full_speed_cores_only_while_one_runs() {
-        let share = CpuShare::default();
+    #[derive(Debug, PartialEq)]
+    struct Placement {
+        cores: Vec<usize>,
+        stopped: bool,
+    }
+
+    #[cfg(target_os = "linux")]
+    fn placement(pid: u32) -> Placement {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // The state follows the command name, which may hold spaces.
+        let state = stat.rsplit_once(") ").unwrap().1.chars().next();
+        Placement {
+            cores: process::allowed_cores(pid),
+            stopped: state == Some('T'),
+        }
+    }
+
+    /// Runs a background process through a full-speed turn with `share`, checking where it is
+    /// before (`free`), during (`apart`) and after it.
+    #[cfg(target_os = "linux")]
+    async fn background_through_a_full_speed_turn(share: CpuShare, apart: Placement) {
         let mut process = tokio::process::Command::new("sleep")
             .arg("30")
             .kill_on_drop(true)
             .spawn()
             .expect("sleep runs");
         let pid = process.id().unwrap();
-        let confined = share.follow(Pace::Background, Some(pid));
-        tokio::pin!(confined);
-        // Follows the share until the process may run on `expected` cores.
-        let mut until_on = async |expected: &[usize]| {
+        let followed = share.follow(Pace::Background, Some(pid));
+        tokio::pin!(followed);
+        // Follows the share until the process is placed as `expected`.
+        let mut until = async |expected: &Placement| {
             let placed = async {
-                while affinity::allowed_cores(pid) != expected {
+                while placement(pid) != *expected {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             };
             tokio::select! {
-                never = &mut confined => match never {},
+                never = &mut followed => match never {},
                 () = placed => {}
                 () = tokio::time::sleep(Duration::from_secs(5)) => panic!(
-                    "process may run on {:?}, expected {expected:?}",
-                    affinity::allowed_cores(pid)
+                    "process is {:?}, expected {expected:?}",
+                    placement(pid)
                 ),
             }
         };
-        until_on(&share.every_core).await;
+        let free = Placement {
+            cores: share.every_core.clone(),
+            stopped: false,
+        };
+        until(&free).await;
         let turn = share.start(Pace::FullSpeed);
         let _background = share.start(Pace::Background);
-        until_on(&share.background_cores).await;
+        until(&apart).await;
         drop(turn);
-        until_on(&share.every_core).await;
+        until(&free).await;
         process.kill().await.unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_background_process_keeps_to_the_upper_half_only_while_a_full_speed_one_runs() {
+        let share = CpuShare::new(KeepApart::UpperHalf, process::allowed_cores(0));
+        let apart = Placement {
+            cores: share.background_cores.clone(),
+            stopped: false,
+        };
+        background_through_a_full_speed_turn(share, apart).await;
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_background_process_pauses_only_while_a_full_speed_one_runs() {
+        let share = CpuShare::new(KeepApart::Pause, process::allowed_cores(0));
+        let apart = Placement {
+            cores: share.every_core.clone(),
+            stopped: true,
+        };
+        background_through_a_full_speed_turn(share, apart).await;
     }
 }
