@@ -14,7 +14,7 @@
 //!   thread wake-ups slower: on two virtual cores it took 6.1 instead of 5.6 s beside one (even
 //!   beside a mere spinning loop), with the same CPU-seconds, and Pulse played 0.55 s sooner
 //!   with them paused (10 pairs by hand, sooner in every one). Pausing them costs what they would
-//!   have got done meanwhile, a sixth of a core, which did not show in the time to `done`.
+//!   have got done meanwhile, a third of a core, which did not show in the time to `done`.
 //!
 //! When no full-speed transcode runs they get every core again.
 
