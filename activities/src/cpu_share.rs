@@ -117,8 +117,8 @@ impl CpuShare {
     }
 
     /// Places the process `pid` of a transcode at `pace` (none once it ended) as the share says:
-    /// a background one follows [`CpuShare::keep_out_of_the_way`], others run anywhere. Never returns;
-    /// drop it when the process ends.
+    /// a background one follows [`CpuShare::keep_out_of_the_way`], others run anywhere. Never
+    /// returns; drop it when the process ends.
     pub async fn follow(&self, pace: Pace, pid: Option<u32>) -> Infallible {
         match pid {
             Some(pid) if pace == Pace::Background => self.keep_out_of_the_way(pid).await,
@@ -316,66 +316,58 @@ mod tests {
         }
     }
 
-    /// Runs a background process through a full-speed turn with `share`, checking where it is
-    /// before (`free`), during (`apart`) and after it.
+    /// A background process on a share of either kind, checked before, during and after a
+    /// full-speed turn.
     #[cfg(target_os = "linux")]
-    async fn background_through_a_full_speed_turn(share: CpuShare, apart: Placement) {
-        let mut process = tokio::process::Command::new("sleep")
-            .arg("30")
-            .kill_on_drop(true)
-            .spawn()
-            .expect("sleep runs");
-        let pid = process.id().unwrap();
-        let followed = share.follow(Pace::Background, Some(pid));
-        tokio::pin!(followed);
-        // Follows the share until the process is placed as `expected`.
-        let mut until = async |expected: &Placement| {
-            let placed = async {
-                while placement(pid) != *expected {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+    #[tokio::test]
+    async fn a_background_process_keeps_apart_only_while_a_full_speed_one_runs() {
+        for keep_apart in [KeepApart::UpperHalf, KeepApart::Pause] {
+            let share = CpuShare::new(keep_apart, process::allowed_cores(0));
+            let free = Placement {
+                cores: share.every_core.clone(),
+                stopped: false,
+            };
+            let apart = match keep_apart {
+                KeepApart::UpperHalf => Placement {
+                    cores: share.background_cores.clone(),
+                    stopped: false,
+                },
+                KeepApart::Pause => Placement {
+                    cores: share.every_core.clone(),
+                    stopped: true,
+                },
+            };
+            let mut process = tokio::process::Command::new("sleep")
+                .arg("30")
+                .kill_on_drop(true)
+                .spawn()
+                .expect("sleep runs");
+            let pid = process.id().unwrap();
+            let followed = share.follow(Pace::Background, Some(pid));
+            tokio::pin!(followed);
+            // Follows the share until the process is placed as `expected`.
+            let mut until = async |expected: &Placement| {
+                let placed = async {
+                    while placement(pid) != *expected {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                };
+                tokio::select! {
+                    never = &mut followed => match never {},
+                    () = placed => {}
+                    () = tokio::time::sleep(Duration::from_secs(5)) => panic!(
+                        "{keep_apart:?}: process is {:?}, expected {expected:?}",
+                        placement(pid)
+                    ),
                 }
             };
-            tokio::select! {
-                never = &mut followed => match never {},
-                () = placed => {}
-                () = tokio::time::sleep(Duration::from_secs(5)) => panic!(
-                    "process is {:?}, expected {expected:?}",
-                    placement(pid)
-                ),
-            }
-        };
-        let free = Placement {
-            cores: share.every_core.clone(),
-            stopped: false,
-        };
-        until(&free).await;
-        let turn = share.start(Pace::FullSpeed);
-        let _background = share.start(Pace::Background);
-        until(&apart).await;
-        drop(turn);
-        until(&free).await;
-        process.kill().await.unwrap();
-    }
-
-    #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn a_background_process_keeps_to_the_upper_half_only_while_a_full_speed_one_runs() {
-        let share = CpuShare::new(KeepApart::UpperHalf, process::allowed_cores(0));
-        let apart = Placement {
-            cores: share.background_cores.clone(),
-            stopped: false,
-        };
-        background_through_a_full_speed_turn(share, apart).await;
-    }
-
-    #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn a_background_process_pauses_only_while_a_full_speed_one_runs() {
-        let share = CpuShare::new(KeepApart::Pause, process::allowed_cores(0));
-        let apart = Placement {
-            cores: share.every_core.clone(),
-            stopped: true,
-        };
-        background_through_a_full_speed_turn(share, apart).await;
+            until(&free).await;
+            let turn = share.start(Pace::FullSpeed);
+            let _background = share.start(Pace::Background);
+            until(&apart).await;
+            drop(turn);
+            until(&free).await;
+            process.kill().await.unwrap();
+        }
     }
 }
