@@ -193,10 +193,12 @@ impl FfmpegCommand {
         ])
     }
 
-    /// Adds the input, decoded on one thread per core this process may use (`decode_threads`).
+    /// Adds the input, decoded on two threads per core this process may use
+    /// (`decode_threads`).
     pub fn input(self, input: &SourceInput) -> Self {
         let mut args = input.confinement_args();
-        args.extend(["-threads".to_owned(), decode_threads().to_string()]);
+        let threads = decode_threads(worker_cores());
+        args.extend(["-threads".to_owned(), threads.to_string()]);
         if input.realtime {
             args.push("-re".to_owned());
         }
@@ -261,11 +263,15 @@ pub fn worker_cores() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
-/// Threads decoding the source: one per core this process may use. ffmpeg would take one more,
-/// and that extra thread costs the encoders beside it CPU on a small machine: on 2 cores the
-/// smallest variant alone took 8.2 instead of 8.7 CPU-seconds, and 5.0 instead of 5.2 s.
-fn decode_threads() -> usize {
-    worker_cores().min(MAX_DECODE_THREADS)
+/// Threads decoding the source on `cores`: two per core. Each is a frame thread of the H.264
+/// decoder and waits for rows of the frames it refers to, so one per core leaves cores idle
+/// beside the small encodes of the smallest variant. On the 2-core Xeon of `BENCHMARKS.md`
+/// the smallest variant alone took 5.16 s with four (median of six runs) against 5.64 s with
+/// two and 5.38 s with ffmpeg's own three, for the same CPU time; Pulse played 0.17 s sooner
+/// and was done 0.60 s sooner (five pairs). On an older 2-core machine three had cost the
+/// encoders beside them more than they gained.
+fn decode_threads(cores: usize) -> usize {
+    (2 * cores).min(MAX_DECODE_THREADS)
 }
 
 /// The arguments of an ffprobe call that reports format and streams as JSON.
@@ -567,10 +573,12 @@ mod tests {
     }
 
     #[test]
-    fn the_source_is_decoded_on_one_thread_per_core_at_most_sixteen() {
+    fn the_source_is_decoded_on_two_threads_per_core_at_most_sixteen() {
+        assert_eq!(decode_threads(1), 2);
+        assert_eq!(decode_threads(2), 4);
+        assert_eq!(decode_threads(64), MAX_DECODE_THREADS);
         let command = FfmpegCommand::new().input(&SourceInput::new("http://s3/x"));
-        let threads = decode_threads();
-        assert!((1..=MAX_DECODE_THREADS).contains(&threads));
+        let threads = decode_threads(worker_cores());
         let args = command.as_args().join(" ");
         assert!(
             args.ends_with(&format!("-threads {threads} -i async:http://s3/x")),
