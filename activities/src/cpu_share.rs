@@ -141,7 +141,10 @@ impl CpuShare {
                 &self.every_core
             };
             pin_process(pid, cores);
-            process::set_paused(pid, paused);
+            // Only a share that pauses signals: a stop someone else sent stays.
+            if self.keep_apart == KeepApart::Pause {
+                process::set_paused(pid, paused);
+            }
             if full_speed.changed().await.is_err() {
                 // The sender lives in `self`, which outlives this future.
                 return pending().await;
@@ -317,7 +320,7 @@ mod tests {
     }
 
     /// A background process on a share of either kind, checked before, during and after a
-    /// full-speed turn.
+    /// full-speed turn, then through a turn while stopped from elsewhere.
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn a_background_process_keeps_apart_only_while_a_full_speed_one_runs() {
@@ -367,6 +370,20 @@ mod tests {
             until(&apart).await;
             drop(turn);
             until(&free).await;
+            // A stop sent from elsewhere lasts through a turn, unless the share pauses itself.
+            process::set_paused(pid, true);
+            let turn = share.start(Pace::FullSpeed);
+            until(&Placement {
+                stopped: true,
+                ..apart
+            })
+            .await;
+            drop(turn);
+            until(&Placement {
+                stopped: keep_apart == KeepApart::UpperHalf,
+                ..free
+            })
+            .await;
             process.kill().await.unwrap();
         }
     }
