@@ -134,16 +134,14 @@ impl CpuShare {
         let mut full_speed = self.full_speed.subscribe();
         loop {
             let apart = *full_speed.borrow_and_update() > 0;
-            let paused = apart && self.keep_apart == KeepApart::Pause;
-            let cores = if apart && !paused {
-                &self.background_cores
-            } else {
-                &self.every_core
-            };
-            pin_process(pid, cores);
-            // Only a share that pauses signals: a stop someone else sent stays.
-            if self.keep_apart == KeepApart::Pause {
-                process::set_paused(pid, paused);
+            match self.keep_apart {
+                KeepApart::UpperHalf if apart => pin_process(pid, &self.background_cores),
+                // No signal: a stop someone else sent stays.
+                KeepApart::UpperHalf => pin_process(pid, &self.every_core),
+                KeepApart::Pause => {
+                    pin_process(pid, &self.every_core);
+                    process::set_paused(pid, apart);
+                }
             }
             if full_speed.changed().await.is_err() {
                 // The sender lives in `self`, which outlives this future.
