@@ -73,10 +73,27 @@ pub struct Starter {
     client: Client,
     storage: Storage,
     settings: ProcessingSettings,
-    /// Highest progress reported per asset. Live progress comes from the running transcode's
-    /// heartbeat, which vanishes a moment before the workflow records the finished variant; the
-    /// mark keeps what this starter reports from going back in that moment.
-    progress_marks: Arc<Mutex<HashMap<AssetId, f64>>>,
+    /// What this starter last saw of each running asset it was asked about.
+    followed: Arc<Mutex<HashMap<AssetId, Followed>>>,
+}
+
+/// What a starter last saw of a running asset.
+#[derive(Clone, Debug)]
+struct Followed {
+    /// The run it belongs to.
+    run_id: String,
+    /// The length of the run's history when the state was queried. The workflow's state
+    /// changes only with new events (heartbeats add none), so while the length stays the same
+    /// the state is still the one queried, and no worker is asked again: a query is a round
+    /// trip through a worker and Temporal, twice a second for every `--wait`, `watch` or
+    /// browser following an asset.
+    history_length: usize,
+    /// The workflow's state at that length.
+    settled: AssetState,
+    /// Highest progress reported. Live progress comes from the running transcode's heartbeat,
+    /// which vanishes a moment before the workflow records the finished variant; the mark keeps
+    /// what this starter reports from going back in that moment.
+    progress_mark: f64,
 }
 
 impl Starter {
@@ -86,7 +103,7 @@ impl Starter {
             client,
             storage,
             settings,
-            progress_marks: Arc::default(),
+            followed: Arc::default(),
         }
     }
 
@@ -196,24 +213,19 @@ impl Starter {
         let handle = self.handle(asset);
         match description.status() {
             WorkflowExecutionStatus::Running => {
-                let mut state = handle
-                    .query(VideoWorkflow::status, (), WorkflowQueryOptions::default())
-                    .await
-                    .map_err(|error| {
-                        anyhow::anyhow!(
-                            "asset {asset} is being processed, but no worker answered ({error}); is pulse-worker running on {}?",
-                            self.settings.light_queue
-                        )
-                    })?;
-                let mut marks = self.progress_marks.lock().expect("progress marks lock");
-                if state.status.is_finished() {
-                    marks.remove(asset);
-                } else {
+                let mut seen = self.settled_state(asset, &description).await?;
+                let mut state = seen.settled.clone();
+                if !state.status.is_finished() {
                     let live =
                         progress::overall(state.progress, &running_checkpoints(&description));
-                    let mark = marks.entry(asset.clone()).or_insert(0.0);
-                    *mark = mark.max(live);
-                    state.progress = *mark;
+                    seen.progress_mark = seen.progress_mark.max(live);
+                    state.progress = seen.progress_mark;
+                }
+                let mut followed = self.followed.lock().expect("followed assets lock");
+                if state.status.is_finished() {
+                    followed.remove(asset);
+                } else {
+                    followed.insert(asset.clone(), seen);
                 }
                 Ok(state)
             }
@@ -237,6 +249,43 @@ impl Starter {
                 }
             },
         }
+    }
+
+    /// What is known of the running `asset` described by `description`: the state last queried
+    /// if its history has not grown since, else the state a worker answers now.
+    async fn settled_state(
+        &self,
+        asset: &AssetId,
+        description: &WorkflowExecutionDescription,
+    ) -> Result<Followed, StarterError> {
+        let known = self
+            .followed
+            .lock()
+            .expect("followed assets lock")
+            .get(asset)
+            .filter(|seen| seen.run_id == description.run_id())
+            .cloned();
+        if let Some(seen) = &known
+            && seen.history_length == description.history_length()
+        {
+            return Ok(seen.clone());
+        }
+        let settled = self
+            .handle(asset)
+            .query(VideoWorkflow::status, (), WorkflowQueryOptions::default())
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "asset {asset} is being processed, but no worker answered ({error}); is pulse-worker running on {}?",
+                    self.settings.light_queue
+                )
+            })?;
+        Ok(Followed {
+            run_id: description.run_id().to_owned(),
+            history_length: description.history_length(),
+            settled,
+            progress_mark: known.map_or(0.0, |seen| seen.progress_mark),
+        })
     }
 
     /// Asks a partial (or failed) asset to re-run what failed; returns the variants it will

@@ -258,3 +258,61 @@ async fn a_slow_receiver_never_slows_the_transcode() {
     let events = receiver.wait_for_terminal_event(DELIVERY_TIMEOUT).await;
     assert_eq!(stages(&events), ALL_STAGES);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_followed_asset_is_not_queried_again_until_its_history_grows() {
+    // The workflow's worker apart from the transcoding one, so it can be gone while the
+    // transcodes go on. The larger variants encode in real time: seconds with no new event.
+    let env = TestEnv::new("followed").await;
+    let mut light = WorkerProcess::spawn_on(&env, &[&env.settings.light_queue], &[]);
+    let _video = WorkerProcess::spawn_on(
+        &env,
+        &[&env.settings.video_queue],
+        &[("PULSE_FAULT_REALTIME_VARIANTS", "720p")],
+    );
+    let source = media::clip(&ClipSpec::new(1280, 720, 12.0));
+    let asset = env.asset("followed");
+    let key = env.starter.upload(&asset, &source).await.unwrap();
+    env.starter.start(&asset, &key).await.unwrap();
+    // Playable, and the larger variants' transcode heartbeating progress above what was settled.
+    let deadline = Instant::now() + DELIVERY_TIMEOUT;
+    let mut settled = None;
+    let before = loop {
+        let state = env.starter.status(&asset).await.unwrap();
+        if state.status == AssetStatus::Playable {
+            match settled {
+                None => settled = Some(state.progress),
+                Some(settled) if state.progress > settled => break state,
+                Some(_) => {}
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no live progress once playable: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // No worker can answer a query now; the history stays as it is while the larger
+    // variants encode, and their heartbeats still move the progress on.
+    light.kill();
+    let mut progress = vec![before.progress];
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let state = tokio::time::timeout(Duration::from_secs(2), env.starter.status(&asset))
+            .await
+            .expect("the state of an asset whose history did not grow needs no worker")
+            .unwrap();
+        assert_eq!(state.status, AssetStatus::Playable, "{state:?}");
+        assert_eq!(state.variants, before.variants);
+        progress.push(state.progress);
+    }
+    assert!(
+        progress.windows(2).all(|w| w[0] <= w[1]) && progress.last() > progress.first(),
+        "live progress moves on from heartbeats alone: {progress:?}"
+    );
+
+    // Once a worker records more, the state follows it.
+    let _light = WorkerProcess::spawn_on(&env, &[&env.settings.light_queue], &[]);
+    assert_eq!(env.wait(&asset).await.status, AssetStatus::Done);
+}
