@@ -78,8 +78,19 @@ pub struct Starter {
 }
 
 /// What a starter last saw of a running asset.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Followed {
+    /// The state the workflow last answered.
+    settled: Settled,
+    /// Highest progress reported. Live progress comes from the running transcode's heartbeat,
+    /// which vanishes a moment before the workflow records the finished variant; the mark keeps
+    /// what this starter reports from going back in that moment.
+    progress_mark: f64,
+}
+
+/// A running workflow's state as it answered a query.
+#[derive(Clone, Debug)]
+struct Settled {
     /// The run it belongs to.
     run_id: String,
     /// The length of the run's history when the state was queried. The workflow's state
@@ -89,11 +100,7 @@ struct Followed {
     /// browser following an asset.
     history_length: usize,
     /// The workflow's state at that length.
-    settled: AssetState,
-    /// Highest progress reported. Live progress comes from the running transcode's heartbeat,
-    /// which vanishes a moment before the workflow records the finished variant; the mark keeps
-    /// what this starter reports from going back in that moment.
-    progress_mark: f64,
+    state: AssetState,
 }
 
 impl Starter {
@@ -210,26 +217,35 @@ impl Starter {
     /// progress the running transcode heartbeats.
     pub async fn status(&self, asset: &AssetId) -> Result<AssetState, StarterError> {
         let description = self.describe(asset).await?;
-        let handle = self.handle(asset);
         match description.status() {
             WorkflowExecutionStatus::Running => {
-                let mut seen = self.settled_state(asset, &description).await?;
-                let mut state = seen.settled.clone();
-                if !state.status.is_finished() {
-                    let live =
-                        progress::overall(state.progress, &running_checkpoints(&description));
-                    seen.progress_mark = seen.progress_mark.max(live);
-                    state.progress = seen.progress_mark;
-                }
+                let settled = self.settled_state(asset, &description).await?;
+                let mut state = settled.state.clone();
+                // Under one lock, so that requests racing for the same asset only raise the mark.
                 let mut followed = self.followed.lock().expect("followed assets lock");
                 if state.status.is_finished() {
                     followed.remove(asset);
-                } else {
-                    followed.insert(asset.clone(), seen);
+                    return Ok(state);
                 }
+                let live = progress::overall(state.progress, &running_checkpoints(&description));
+                state.progress = followed
+                    .get(asset)
+                    .filter(|seen| seen.settled.run_id == settled.run_id)
+                    .map_or(live, |seen| seen.progress_mark.max(live));
+                followed.insert(
+                    asset.clone(),
+                    Followed {
+                        settled,
+                        progress_mark: state.progress,
+                    },
+                );
                 Ok(state)
             }
-            _ => match handle.get_result(WorkflowGetResultOptions::default()).await {
+            _ => match self
+                .handle(asset)
+                .get_result(WorkflowGetResultOptions::default())
+                .await
+            {
                 Ok(state) => Ok(state),
                 // A cancelled run carries its final state as the cancellation details.
                 Err(WorkflowGetResultError::Cancelled { details }) => {
@@ -257,20 +273,22 @@ impl Starter {
         &self,
         asset: &AssetId,
         description: &WorkflowExecutionDescription,
-    ) -> Result<Followed, StarterError> {
-        let known = self
+    ) -> Result<Settled, StarterError> {
+        let unchanged = self
             .followed
             .lock()
             .expect("followed assets lock")
             .get(asset)
-            .filter(|seen| seen.run_id == description.run_id())
+            .map(|seen| &seen.settled)
+            .filter(|settled| {
+                settled.run_id == description.run_id()
+                    && settled.history_length == description.history_length()
+            })
             .cloned();
-        if let Some(seen) = &known
-            && seen.history_length == description.history_length()
-        {
-            return Ok(seen.clone());
+        if let Some(settled) = unchanged {
+            return Ok(settled);
         }
-        let settled = self
+        let state = self
             .handle(asset)
             .query(VideoWorkflow::status, (), WorkflowQueryOptions::default())
             .await
@@ -280,11 +298,10 @@ impl Starter {
                     self.settings.light_queue
                 )
             })?;
-        Ok(Followed {
+        Ok(Settled {
             run_id: description.run_id().to_owned(),
             history_length: description.history_length(),
-            settled,
-            progress_mark: known.map_or(0.0, |seen| seen.progress_mark),
+            state,
         })
     }
 
