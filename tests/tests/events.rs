@@ -274,15 +274,16 @@ async fn a_followed_asset_is_not_queried_again_until_its_history_grows() {
     let asset = env.asset("followed");
     let key = env.starter.upload(&asset, &source).await.unwrap();
     env.starter.start(&asset, &key).await.unwrap();
-    // Playable, and the larger variants' transcode heartbeating progress above what was settled.
+    // Playable, and the larger variants' transcode heartbeating progress past the first
+    // playable sample's: only heartbeats move it until that transcode ends.
     let deadline = Instant::now() + DELIVERY_TIMEOUT;
-    let mut settled = None;
+    let mut first_playable = None;
     let before = loop {
         let state = env.starter.status(&asset).await.unwrap();
         if state.status == AssetStatus::Playable {
-            match settled {
-                None => settled = Some(state.progress),
-                Some(settled) if state.progress > settled => break state,
+            match first_playable {
+                None => first_playable = Some(state.progress),
+                Some(first) if state.progress > first => break state,
                 Some(_) => {}
             }
         }
