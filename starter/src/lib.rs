@@ -219,7 +219,7 @@ impl Starter {
         let description = self.describe(asset).await?;
         match description.status() {
             WorkflowExecutionStatus::Running => {
-                let settled = self.settled_state(asset, &description).await?;
+                let (settled, description) = self.settled_state(asset, description).await?;
                 let mut state = settled.state.clone();
                 // Under one lock, so that requests racing for the same asset only raise the mark.
                 let mut followed = self.followed.lock().expect("followed assets lock");
@@ -268,12 +268,13 @@ impl Starter {
     }
 
     /// What is known of the running `asset` described by `description`: the state last queried
-    /// if its history has not grown since, else the state a worker answers now.
+    /// if its history has not grown since, else the state a worker answers now. Returned with
+    /// the description whose running transcodes add their live progress to it.
     async fn settled_state(
         &self,
         asset: &AssetId,
-        description: &WorkflowExecutionDescription,
-    ) -> Result<Settled, StarterError> {
+        description: WorkflowExecutionDescription,
+    ) -> Result<(Settled, WorkflowExecutionDescription), StarterError> {
         let unchanged = self
             .followed
             .lock()
@@ -286,7 +287,7 @@ impl Starter {
             })
             .cloned();
         if let Some(settled) = unchanged {
-            return Ok(settled);
+            return Ok((settled, description));
         }
         let state = self
             .handle(asset)
@@ -298,11 +299,18 @@ impl Starter {
                     self.settings.light_queue
                 )
             })?;
-        Ok(Settled {
+        let settled = Settled {
             run_id: description.run_id().to_owned(),
+            // The length before the query: the answer is at least that recent, and a history
+            // that grew meanwhile only makes the next look ask again.
             history_length: description.history_length(),
             state,
-        })
+        };
+        // A transcode that ended between `description` and the answer is settled in the answer
+        // and still heartbeats in `description`: it would count twice. Every transcode still
+        // pending in a description taken after the answer was pending when the workflow
+        // answered, so it is not settled yet.
+        Ok((settled, self.describe(asset).await?))
     }
 
     /// Asks a partial (or failed) asset to re-run what failed; returns the variants it will
