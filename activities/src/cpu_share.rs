@@ -9,12 +9,19 @@
 //!   lower half is the full-speed one's alone: on every core they run they fill the caches with
 //!   their own frames;
 //! - on a worker whose lower half is too small for the full-speed transcode (two cores), they
-//!   are paused (`SIGSTOP`) until it ends. The smallest variant's ffmpeg keeps about 1.7 cores
-//!   busy, so it runs on the second core too, and an idle-priority process there made its many
-//!   thread wake-ups slower: on two virtual cores it took 6.1 instead of 5.6 s beside one (even
-//!   beside a mere spinning loop), with the same CPU-seconds, and Pulse played 0.55 s sooner
-//!   with them paused (10 pairs by hand, sooner in every one). Pausing them costs what they would
-//!   have got done meanwhile, a third of a core, which did not show in the time to `done`.
+//!   are paused (`SIGSTOP`). The smallest variant's ffmpeg keeps about 1.7 cores busy, so it
+//!   runs on the second core too, and an idle-priority process there made its many thread
+//!   wake-ups slower: on two virtual cores it took 6.1 instead of 5.6 s beside one (even beside
+//!   a mere spinning loop), with the same CPU-seconds, and Pulse played 0.55 s sooner with them
+//!   paused (10 pairs by hand, sooner in every one).
+//!
+//! The full-speed transcode has the cores to itself only for the first half of its output
+//! ([`ALONE_UNTIL`]); then background ones share them again. A pause costs what they would have
+//! got done meanwhile, and the time to `done` has less room than the time to playable: with the
+//! pause lifted halfway, plain ffmpeg's smallest variant took 0.17 s longer and the others were
+//! done 0.43 s sooner (6 rounds by hand), and Pulse was done at 1.045 of one decode for all
+//! instead of 1.053 and played 0.60 s after plain ffmpeg's smallest variant instead of 0.38
+//! (bench series 37 and 35, `BENCHMARKS.md`); both targets are met that way.
 //!
 //! When no full-speed transcode runs they get every core again.
 
@@ -51,6 +58,9 @@ impl Pace {
 /// Cores the smallest variant's ffmpeg, the full-speed transcode, keeps busy: about 1.7.
 const FULL_SPEED_CORES: usize = 2;
 
+/// How far through its output a full-speed transcode keeps the background ones apart.
+pub const ALONE_UNTIL: f64 = 0.5;
+
 /// How background transcodes keep out of a full-speed one's way while it runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum KeepApart {
@@ -80,7 +90,8 @@ pub struct CpuShare {
     keep_apart: KeepApart,
 }
 
-/// Marks a full-speed transcode as running until dropped.
+/// Marks a full-speed transcode as running until dropped, or until it got [`ALONE_UNTIL`]
+/// through its output.
 #[derive(Debug)]
 pub struct FullSpeedTurn<'a> {
     full_speed: Option<&'a watch::Sender<usize>>,
@@ -151,11 +162,25 @@ impl CpuShare {
     }
 }
 
-impl Drop for FullSpeedTurn<'_> {
-    fn drop(&mut self) {
-        if let Some(full_speed) = self.full_speed {
+impl FullSpeedTurn<'_> {
+    /// Notes that the transcode is `fraction` (0 to 1) of the way through its output: from
+    /// [`ALONE_UNTIL`] on, background transcodes share the cores with it.
+    pub fn progressed(&mut self, fraction: f64) {
+        if fraction >= ALONE_UNTIL {
+            self.end();
+        }
+    }
+
+    fn end(&mut self) {
+        if let Some(full_speed) = self.full_speed.take() {
             full_speed.send_modify(|running| *running -= 1);
         }
+    }
+}
+
+impl Drop for FullSpeedTurn<'_> {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
@@ -279,6 +304,27 @@ mod tests {
         assert_eq!(Pace::of(&job(true, false), false), Pace::Background);
         assert_eq!(Pace::of(&job(false, true), false), Pace::Alongside);
         assert_eq!(Pace::of(&job(false, false), true), Pace::Alongside);
+    }
+
+    #[test]
+    fn a_full_speed_turn_ends_halfway_through_its_output_or_when_dropped() {
+        let share = CpuShare::new(KeepApart::Pause, vec![0, 1]);
+        let running = || *share.full_speed.borrow();
+        let mut turn = share.start(Pace::FullSpeed);
+        let mut background = share.start(Pace::Background);
+        background.progressed(1.0);
+        turn.progressed(0.0);
+        turn.progressed(0.49);
+        assert_eq!(running(), 1);
+        turn.progressed(0.5);
+        assert_eq!(running(), 0);
+        turn.progressed(1.0);
+        drop(turn);
+        assert_eq!(running(), 0, "a turn ends once");
+        let turn = share.start(Pace::FullSpeed);
+        assert_eq!(running(), 1);
+        drop(turn);
+        assert_eq!(running(), 0);
     }
 
     #[test]

@@ -15,7 +15,7 @@
 use crate::{
     cache_policy::ObjectKind,
     config::ActivityConfig,
-    cpu_share::{CpuShare, Pace},
+    cpu_share::{CpuShare, FullSpeedTurn, Pace},
     failure::{BadInput, BadInputKind},
     ffmpeg::{
         SourceInput,
@@ -157,7 +157,7 @@ pub async fn transcode(
     }
     if !complete {
         let pace = Pace::of(job, config.held_to_real_time(&job.variants));
-        let _turn = cpu_share.start(pace);
+        let turn = cpu_share.start(pace);
         let run = Run {
             storage,
             config,
@@ -171,7 +171,7 @@ pub async fn transcode(
             },
             master_published,
         };
-        run.encode(&mut checkpoint, &checkpoints, first_published)
+        run.encode(&mut checkpoint, &checkpoints, first_published, turn)
             .await?;
     }
     for variant in &job.variants {
@@ -215,12 +215,13 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Runs ffmpeg, uploading each segment as it is finished.
+    /// Runs ffmpeg, uploading each segment as it is finished; tells `turn` how far it got.
     async fn encode(
         &self,
         checkpoint: &mut TranscodeCheckpoint,
         checkpoints: &watch::Sender<TranscodeCheckpoint>,
         mut first_published: Option<oneshot::Sender<PublishedMaster>>,
+        mut turn: FullSpeedTurn<'_>,
     ) -> anyhow::Result<()> {
         let job = self.job;
         let names: Vec<&str> = job.variants.iter().map(|v| v.name.as_str()).collect();
@@ -280,6 +281,9 @@ impl Run<'_> {
                         self.publish_live(checkpoint, &mut first_published).await?;
                     }
                     let fraction = progress.borrow_and_update().without_offset(range_start).fraction_of(range_length);
+                    if let Some(fraction) = fraction {
+                        turn.progressed(fraction);
+                    }
                     let reached = fraction.map_or(0.0, |f| job.progress.at(f));
                     if uploaded || reached > checkpoint.progress {
                         checkpoint.progress = checkpoint.progress.max(reached);
