@@ -15,9 +15,9 @@
 //!   a mere spinning loop), with the same CPU-seconds, and Pulse played 0.55 s sooner with them
 //!   paused (10 pairs by hand, sooner in every one).
 //!
-//! The full-speed transcode has the cores to itself only for the first half of its output
-//! ([`ALONE_UNTIL`]); then background ones share them again. A pause costs what they would have
-//! got done meanwhile, and the time to `done` has less room than the time to playable: with the
+//! The full-speed transcode keeps background ones apart only for the first half of its output
+//! ([`ALONE_UNTIL`]); then they share every core with it again. Keeping apart costs what they
+//! would have got done meanwhile, and the time to `done` has less room than the time to playable: with the
 //! pause lifted halfway, plain ffmpeg's smallest variant took 0.17 s longer and the others were
 //! done 0.43 s sooner (6 rounds by hand), and Pulse was done at 1.045 of one decode for all
 //! instead of 1.053 and played 0.60 s after plain ffmpeg's smallest variant instead of 0.38
