@@ -23,7 +23,7 @@ use pulse_activities::{
     ffmpeg::{
         SourceInput,
         progress::ProgressListener,
-        recipes::{Encoding, TranscodeRecipe},
+        recipes::{Encoding, TIMESTAMP_BASE_SECS, TranscodeRecipe},
     },
     probe::{Limits, plan_source},
 };
@@ -527,18 +527,33 @@ impl Baselines<'_> {
                 progress.addr().expect("the progress socket's address"),
             )
             .background(pace == Pace::Background);
-        let _updates = progress.latest();
-        let _turn = self.cpu_share.start(pace);
+        let mut updates = progress.latest();
+        let mut turn = self.cpu_share.start(pace);
         let started = Instant::now();
-        let ffmpeg = command
+        let mut ffmpeg = command
             .spawn()
             .unwrap_or_else(|error| panic!("plain ffmpeg failed to start: {error}"));
         let placed = self.cpu_share.follow(pace, ffmpeg.id());
-        let finished = tokio::select! {
-            never = placed => match never {},
-            finished = ffmpeg.finish() => finished,
+        tokio::pin!(placed);
+        // Tells the turn how far the output got, as the worker does: it lifts the pause on the
+        // rest halfway.
+        let output_starts = Duration::from_secs_f64(TIMESTAMP_BASE_SECS);
+        let output_length = Duration::from_secs_f64(self.plan.media.duration_secs);
+        let exited = loop {
+            tokio::select! {
+                never = &mut placed => match never {},
+                exited = ffmpeg.exited() => break exited,
+                Ok(()) = updates.changed() => {
+                    let update = updates.borrow_and_update().without_offset(output_starts);
+                    if let Some(fraction) = update.fraction_of(output_length) {
+                        turn.progressed(fraction);
+                    }
+                }
+            }
         };
-        finished.unwrap_or_else(|error| panic!("plain ffmpeg failed: {error}"));
+        exited
+            .and(ffmpeg.finish().await)
+            .unwrap_or_else(|error| panic!("plain ffmpeg failed: {error}"));
         started.elapsed().as_secs_f64()
     }
 }
