@@ -17,11 +17,12 @@
 //!
 //! The full-speed transcode keeps background ones apart only for the first half of its output
 //! ([`ALONE_UNTIL`]); then they share every core with it again. Keeping apart costs what they
-//! would have got done meanwhile, and the time to `done` has less room than the time to playable: with the
-//! pause lifted halfway, plain ffmpeg's smallest variant took 0.17 s longer and the others were
-//! done 0.43 s sooner (6 rounds by hand), and Pulse was done at 1.045 of one decode for all
-//! instead of 1.053 and played 0.60 s after plain ffmpeg's smallest variant instead of 0.38
-//! (bench series 37 and 35, `BENCHMARKS.md`); both targets are met that way.
+//! would have got done meanwhile, and the time to `done` has less room than the time to
+//! playable: with the pause lifted halfway, plain ffmpeg's smallest variant took 0.17 s longer
+//! and the others were done 0.43 s sooner (6 rounds by hand), and Pulse was done at 1.045 of one
+//! decode for all instead of 1.053 and played 0.60 s after plain ffmpeg's smallest variant
+//! instead of 0.38 (bench series 37 and 35, `BENCHMARKS.md`; 1.040 and 0.55 s in the five runs
+//! of series 38); both targets are met that way.
 //!
 //! When no full-speed transcode runs they get every core again.
 
