@@ -23,7 +23,7 @@ use pulse_activities::{
     ffmpeg::{
         SourceInput,
         progress::ProgressListener,
-        recipes::{Encoding, TIMESTAMP_BASE_SECS, TranscodeRecipe},
+        recipes::{Encoding, TranscodeRecipe},
     },
     probe::{Limits, plan_source},
 };
@@ -537,8 +537,9 @@ impl Baselines<'_> {
         tokio::pin!(placed);
         // Tells the turn how far the output got, as the worker does: it lifts the pause on the
         // rest halfway.
-        let output_starts = Duration::from_secs_f64(TIMESTAMP_BASE_SECS);
-        let output_length = Duration::from_secs_f64(self.plan.media.duration_secs);
+        let output_starts = Duration::from_secs_f64(recipe.output_offset_secs());
+        let output_length =
+            Duration::from_secs_f64(recipe.range.duration_secs(self.plan.media.duration_secs));
         let exited = loop {
             tokio::select! {
                 never = &mut placed => match never {},
