@@ -4,8 +4,10 @@
 
 use crate::stack::{Endpoints, workspace_root};
 use std::{
+    fs,
     net::TcpListener,
     path::{Path, PathBuf},
+    sync::atomic::{AtomicU16, Ordering},
     time::Duration,
 };
 use xtask::{
@@ -29,26 +31,33 @@ fn tool(variable: &str, fallback: PathBuf) -> PathBuf {
     path
 }
 
-/// `count` consecutive free TCP ports on loopback.
+/// `count` consecutive free TCP ports on loopback, for one private server.
+///
+/// They are never handed out twice in one test process and lie below the kernel's ephemeral
+/// range, where outgoing connections and servers asking for "any port" (Temporal's own services
+/// do) are given theirs: a fault test that stops a server must find its ports free to restart
+/// it on them, however long the outage and whatever the other tests started meanwhile.
 fn free_ports(count: u16) -> u16 {
-    for _ in 0..100 {
-        let first = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if first > u16::MAX - count {
-            continue;
-        }
-        let rest: Option<Vec<_>> = (1..count)
-            .map(|i| TcpListener::bind(("127.0.0.1", first + i)).ok())
-            .collect();
-        if rest.is_some() {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let ephemeral_start = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let first_private = ephemeral_start.saturating_sub(PRIVATE_PORTS).max(1024);
+    loop {
+        let first = first_private + NEXT.fetch_add(count, Ordering::Relaxed);
+        assert!(
+            first + count <= ephemeral_start,
+            "the {PRIVATE_PORTS} ports below {ephemeral_start} for private servers are used up"
+        );
+        if (first..first + count).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
             return first;
         }
     }
-    panic!("no {count} consecutive free ports on 127.0.0.1");
 }
+
+/// How many ports below the ephemeral range [`free_ports`] may hand out.
+const PRIVATE_PORTS: u16 = 10_000;
 
 /// A Temporal dev server of one test.
 pub struct PrivateTemporal {

@@ -121,16 +121,35 @@ impl Service {
         Ok(true)
     }
 
-    /// Fails with the end of the service's log.
+    /// Fails with the end of the service's log and, when the service panicked, the panic's own
+    /// message: a panic's backtrace (Garage prints one always) would push it out of the end.
     pub fn fail_with_log(&self, what: &str) -> anyhow::Result<()> {
         let log = fs::read_to_string(&self.log_file).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(20).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        bail!(
-            "{what}; the end of {}:\n{}",
-            self.log_file.display(),
-            tail.join("\n")
-        )
+        bail!("{what}; {}", log_excerpt(&log, &self.log_file))
+    }
+}
+
+/// How many lines of a log [`Service::fail_with_log`] shows from its end.
+const EXCERPT_LINES: usize = 20;
+/// How many lines it shows from a panic: Rust's "panicked at FILE:LINE:" and the message.
+const PANIC_LINES: usize = 3;
+
+/// The last lines of `log`, preceded by the first lines of its last panic if they come before.
+fn log_excerpt(log: &str, path: &Path) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let tail_start = lines.len().saturating_sub(EXCERPT_LINES);
+    let tail = lines[tail_start..].join("\n");
+    let panic = lines
+        .iter()
+        .rposition(|line| line.contains("panicked at"))
+        .filter(|&at| at < tail_start);
+    match panic {
+        Some(at) => format!(
+            "it panicked:\n{}\n[…]\nthe end of {}:\n{tail}",
+            lines[at..(at + PANIC_LINES).min(tail_start)].join("\n"),
+            path.display()
+        ),
+        None => format!("the end of {}:\n{tail}", path.display()),
     }
 }
 
@@ -161,4 +180,36 @@ pub fn port_open(addr: &str) -> bool {
     addr.parse().ok().is_some_and(|addr| {
         std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_log_is_shown_whole() {
+        let excerpt = log_excerpt("starting\nlistening", Path::new("x.log"));
+        assert_eq!(excerpt, "the end of x.log:\nstarting\nlistening");
+    }
+
+    #[test]
+    fn a_panic_before_a_long_backtrace_is_shown_above_the_end() {
+        let backtrace: Vec<String> = (0..40)
+            .map(|i| format!("  {i}: core::panicking::f"))
+            .collect();
+        let log = format!(
+            "starting\n======== PANIC ========\npanicked at netapp.rs:234:52:\n\
+             called `Result::unwrap()` on an `Err` value: AddrInUse\n\nBACKTRACE:\n{}",
+            backtrace.join("\n")
+        );
+        let excerpt = log_excerpt(&log, Path::new("x.log"));
+        assert!(
+            excerpt.starts_with(
+                "it panicked:\npanicked at netapp.rs:234:52:\n\
+                 called `Result::unwrap()` on an `Err` value: AddrInUse\n\n[…]\nthe end of x.log:\n"
+            ),
+            "{excerpt}"
+        );
+        assert!(excerpt.ends_with("39: core::panicking::f"), "{excerpt}");
+    }
 }
