@@ -39,10 +39,7 @@ fn tool(variable: &str, fallback: PathBuf) -> PathBuf {
 /// it on them, however long the outage and whatever the other tests started meanwhile.
 fn free_ports(count: u16) -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let ephemeral_start = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
+    let ephemeral_start = ephemeral_start();
     let first_private = ephemeral_start.saturating_sub(PRIVATE_PORTS).max(1024);
     loop {
         let first = first_private + NEXT.fetch_add(count, Ordering::Relaxed);
@@ -58,6 +55,14 @@ fn free_ports(count: u16) -> u16 {
 
 /// How many ports below the ephemeral range [`free_ports`] may hand out.
 const PRIVATE_PORTS: u16 = 10_000;
+
+/// The first port of the kernel's ephemeral range.
+fn ephemeral_start() -> u16 {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
+}
 
 /// A Temporal dev server of one test.
 pub struct PrivateTemporal {
@@ -170,5 +175,18 @@ impl PrivateGarage {
 impl Drop for PrivateGarage {
     fn drop(&mut self) {
         self.service.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_ports_are_handed_out_once_and_below_the_ephemeral_range() {
+        let first = free_ports(4);
+        let next = free_ports(1);
+        assert!(next >= first + 4, "{next} was handed out with {first}");
+        assert!(next < ephemeral_start(), "{next} is in the ephemeral range");
     }
 }
