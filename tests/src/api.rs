@@ -2,12 +2,12 @@
 //! events through the signed webhook.
 
 use crate::{
+    servers::free_ports,
     stack::{TestEnv, workspace_root},
     worker::{WorkerProcess, binary},
 };
 use std::{
     fs::File,
-    net::TcpListener,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -26,11 +26,7 @@ pub struct ApiServer {
 impl ApiServer {
     /// Starts `pulse-starter serve` for `env` with `extra` variables, and waits until it answers.
     pub fn spawn(env: &TestEnv, extra: &[(&str, &str)]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_ports(1);
         let base_url = format!("http://127.0.0.1:{port}");
         let token = format!("token-{}", uuid::Uuid::new_v4().simple());
         let webhook_secret = format!("webhook-{}", uuid::Uuid::new_v4().simple());

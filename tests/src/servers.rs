@@ -31,13 +31,14 @@ fn tool(variable: &str, fallback: PathBuf) -> PathBuf {
     path
 }
 
-/// `count` consecutive free TCP ports on loopback, for one private server.
+/// `count` consecutive free TCP ports on loopback, for a server a test starts as a process.
 ///
 /// They are never handed out twice in one test process and lie below the kernel's ephemeral
 /// range, where outgoing connections and servers asking for "any port" (Temporal's own services
-/// do) are given theirs: a fault test that stops a server must find its ports free to restart
-/// it on them, however long the outage and whatever the other tests started meanwhile.
-fn free_ports(count: u16) -> u16 {
+/// do) are given theirs: no one takes them between here and the server's bind, and a fault test
+/// that stops a server finds its ports free to restart it on them, however long the outage and
+/// whatever the other tests started meanwhile.
+pub fn free_ports(count: u16) -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let ephemeral_start = ephemeral_start();
     let first_private = ephemeral_start.saturating_sub(PRIVATE_PORTS).max(1024);
