@@ -15,6 +15,14 @@
 //!   a mere spinning loop), with the same CPU-seconds, and Pulse played 0.55 s sooner with them
 //!   paused (10 pairs by hand, sooner in every one).
 //!
+//! A paused one is only paused once it has started: until ffmpeg has fed each encoder the
+//! frames x264 reads ahead, it runs on one thread, mostly faulting in some 900 MB of frame
+//! buffers (1.2 to 1.5 s alone), and the encoders wait. Paused from its own start, it did that
+//! only after the smallest variant, with a core idle; started first, it uses the third of a core
+//! the smallest variant leaves idle: done 0.9 s sooner for 0.2 s on the smallest variant (plain
+//! ffmpeg, three rounds by hand), and Pulse done 0.6 s sooner for 0.15 s (four pairs by hand,
+//! sooner in three; `BENCHMARKS.md`).
+//!
 //! The full-speed transcode keeps background ones apart only for the first half of its output
 //! ([`ALONE_UNTIL`]); then they share every core with it again. Keeping apart costs what they
 //! would have got done meanwhile, and the time to `done` has less room than the time to
@@ -26,8 +34,9 @@
 //!
 //! When no full-speed transcode runs they get every core again.
 
+use crate::ffmpeg::progress::ProgressUpdate;
 use pulse_workflows::contract::TranscodeJob;
-use std::{convert::Infallible, future::pending};
+use std::{convert::Infallible, future::pending, time::Duration};
 use tokio::sync::watch;
 
 /// How a transcode uses the CPU, which says what it asks of the others.
@@ -91,11 +100,19 @@ pub struct CpuShare {
     keep_apart: KeepApart,
 }
 
-/// Marks a full-speed transcode as running until dropped, or until it got [`ALONE_UNTIL`]
-/// through its output.
+/// A transcode's time on the worker's cores, from its start until dropped: a full-speed one
+/// keeps background ones apart until it got [`ALONE_UNTIL`] through its output, a background
+/// one keeps apart once its ffmpeg has started.
 #[derive(Debug)]
-pub struct FullSpeedTurn<'a> {
+pub struct Turn<'a> {
+    share: &'a CpuShare,
+    pace: Pace,
+    /// Set while a full-speed turn keeps background ones apart.
     full_speed: Option<&'a watch::Sender<usize>>,
+    /// Frames ffmpeg feeds each encoder before the first is encoded.
+    lookahead_frames: u64,
+    /// Whether ffmpeg has fed them.
+    started: watch::Sender<bool>,
 }
 
 impl Default for CpuShare {
@@ -117,32 +134,31 @@ impl CpuShare {
         }
     }
 
-    /// Marks a transcode at `pace` as running, until the returned turn is dropped.
-    pub fn start(&self, pace: Pace) -> FullSpeedTurn<'_> {
-        if pace != Pace::FullSpeed {
-            return FullSpeedTurn { full_speed: None };
-        }
-        self.full_speed.send_modify(|running| *running += 1);
-        FullSpeedTurn {
-            full_speed: Some(&self.full_speed),
-        }
-    }
-
-    /// Places the process `pid` of a transcode at `pace` (none once it ended) as the share says:
-    /// a background one follows [`CpuShare::keep_out_of_the_way`], others run anywhere. Never
-    /// returns; drop it when the process ends.
-    pub async fn follow(&self, pace: Pace, pid: Option<u32>) -> Infallible {
-        match pid {
-            Some(pid) if pace == Pace::Background => self.keep_out_of_the_way(pid).await,
-            _ => pending().await,
+    /// Marks a transcode at `pace`, whose encoders read `lookahead_frames` ahead, as running
+    /// until the returned turn is dropped.
+    pub fn start(&self, pace: Pace, lookahead_frames: u32) -> Turn<'_> {
+        let full_speed = (pace == Pace::FullSpeed).then(|| {
+            self.full_speed.send_modify(|running| *running += 1);
+            &self.full_speed
+        });
+        Turn {
+            share: self,
+            pace,
+            full_speed,
+            lookahead_frames: lookahead_frames.into(),
+            started: watch::Sender::new(false),
         }
     }
 
     /// Keeps the background process `pid` out of the way while a full-speed transcode runs
-    /// (on the upper half of the cores, or paused), and on every core otherwise. Never returns;
-    /// drop it when the process ends. Threads the process starts later inherit the cores of the
-    /// thread that starts them.
-    async fn keep_out_of_the_way(&self, pid: u32) -> Infallible {
+    /// (on the upper half of the cores, or paused once `started`), and on every core otherwise.
+    /// Never returns; drop it when the process ends. Threads the process starts later inherit
+    /// the cores of the thread that starts them.
+    async fn keep_out_of_the_way(
+        &self,
+        pid: u32,
+        mut started: watch::Receiver<bool>,
+    ) -> Infallible {
         let mut full_speed = self.full_speed.subscribe();
         loop {
             let apart = *full_speed.borrow_and_update() > 0;
@@ -152,36 +168,67 @@ impl CpuShare {
                 KeepApart::UpperHalf => pin_process(pid, &self.every_core),
                 KeepApart::Pause => {
                     pin_process(pid, &self.every_core);
-                    process::set_paused(pid, apart);
+                    process::set_paused(pid, apart && *started.borrow_and_update());
                 }
             }
-            if full_speed.changed().await.is_err() {
-                // The sender lives in `self`, which outlives this future.
-                return pending().await;
+            // Both senders outlive this future: one lives in `self`, the other in the turn
+            // that made it, dropped only once the process ended.
+            tokio::select! {
+                Ok(()) = full_speed.changed() => {}
+                Ok(()) = started.changed() => {}
+                else => return pending().await,
             }
         }
     }
 }
 
-impl FullSpeedTurn<'_> {
-    /// Notes that the transcode is `fraction` (0 to 1) of the way through its output: from
-    /// [`ALONE_UNTIL`] on, background transcodes share the cores with it.
-    pub fn progressed(&mut self, fraction: f64) {
-        if fraction >= ALONE_UNTIL {
-            self.end();
+impl<'a> Turn<'a> {
+    /// Places the process `pid` of this transcode (none once it ended) as the share says: a
+    /// background one keeps out of the way of full-speed ones, others run anywhere. Never
+    /// returns; drop it when the process ends.
+    pub fn place(&self, pid: Option<u32>) -> impl Future<Output = Infallible> + 'a {
+        let share = self.share;
+        let pace = self.pace;
+        let started = self.started.subscribe();
+        async move {
+            match pid {
+                Some(pid) if pace == Pace::Background => {
+                    share.keep_out_of_the_way(pid, started).await
+                }
+                _ => pending().await,
+            }
         }
     }
 
-    fn end(&mut self) {
+    /// Notes how far ffmpeg got: `update` (its offset taken off) of an output `output_length`
+    /// long. Once ffmpeg fed the lookahead a background one keeps apart; from [`ALONE_UNTIL`] of
+    /// the output on, background transcodes share the cores with a full-speed one.
+    pub fn progressed(&mut self, update: &ProgressUpdate, output_length: Duration) {
+        if update
+            .frame
+            .is_some_and(|frame| frame >= self.lookahead_frames)
+        {
+            self.started
+                .send_if_modified(|started| !std::mem::replace(started, true));
+        }
+        if update
+            .fraction_of(output_length)
+            .is_some_and(|fraction| fraction >= ALONE_UNTIL)
+        {
+            self.end_full_speed();
+        }
+    }
+
+    fn end_full_speed(&mut self) {
         if let Some(full_speed) = self.full_speed.take() {
             full_speed.send_modify(|running| *running -= 1);
         }
     }
 }
 
-impl Drop for FullSpeedTurn<'_> {
+impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        self.end();
+        self.end_full_speed();
     }
 }
 
@@ -307,25 +354,51 @@ mod tests {
         assert_eq!(Pace::of(&job(false, false), true), Pace::Alongside);
     }
 
+    /// What ffmpeg reports having fed `frame` frames and reached `out_secs` of its output.
+    fn update(frame: u64, out_secs: f64) -> ProgressUpdate {
+        ProgressUpdate {
+            frame: Some(frame),
+            out_time: Some(Duration::from_secs_f64(out_secs)),
+            ..Default::default()
+        }
+    }
+
+    const OUTPUT: Duration = Duration::from_secs(10);
+
     #[test]
     fn a_full_speed_turn_ends_halfway_through_its_output_or_when_dropped() {
         let share = CpuShare::new(KeepApart::Pause, vec![0, 1]);
         let running = || *share.full_speed.borrow();
-        let mut turn = share.start(Pace::FullSpeed);
-        let mut background = share.start(Pace::Background);
-        background.progressed(1.0);
-        turn.progressed(0.0);
-        turn.progressed(0.49);
+        let mut turn = share.start(Pace::FullSpeed, 40);
+        let mut background = share.start(Pace::Background, 40);
+        background.progressed(&update(300, 10.0), OUTPUT);
+        turn.progressed(&ProgressUpdate::default(), OUTPUT);
+        turn.progressed(&update(147, 4.9), OUTPUT);
         assert_eq!(running(), 1);
-        turn.progressed(0.5);
+        turn.progressed(&update(150, 5.0), OUTPUT);
         assert_eq!(running(), 0);
-        turn.progressed(1.0);
+        turn.progressed(&update(300, 10.0), OUTPUT);
         drop(turn);
         assert_eq!(running(), 0, "a turn ends once");
-        let turn = share.start(Pace::FullSpeed);
+        let turn = share.start(Pace::FullSpeed, 40);
         assert_eq!(running(), 1);
         drop(turn);
         assert_eq!(running(), 0);
+    }
+
+    #[test]
+    fn a_turn_has_started_once_its_ffmpeg_fed_the_lookahead() {
+        let share = CpuShare::new(KeepApart::Pause, vec![0, 1]);
+        let mut turn = share.start(Pace::Background, 40);
+        let started = turn.started.subscribe();
+        turn.progressed(&ProgressUpdate::default(), OUTPUT);
+        turn.progressed(&update(39, 1.3), OUTPUT);
+        assert!(!*started.borrow());
+        turn.progressed(&update(40, 1.33), OUTPUT);
+        assert!(*started.borrow());
+        let mut without_lookahead = share.start(Pace::Background, 0);
+        without_lookahead.progressed(&update(0, 0.0), OUTPUT);
+        assert!(*without_lookahead.started.borrow());
     }
 
     #[test]
@@ -364,8 +437,9 @@ mod tests {
         }
     }
 
-    /// A background process on a share of either kind, checked before, during and after a
-    /// full-speed turn, then through a turn while stopped from elsewhere.
+    /// A background process on a share of either kind, checked before, during (before and after
+    /// its ffmpeg started) and after a full-speed turn, then through a turn while stopped from
+    /// elsewhere.
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn a_background_process_keeps_apart_only_while_a_full_speed_one_runs() {
@@ -391,10 +465,12 @@ mod tests {
                 .spawn()
                 .expect("sleep runs");
             let pid = process.id().unwrap();
-            let followed = share.follow(Pace::Background, Some(pid));
+            let mut background = share.start(Pace::Background, 40);
+            let followed = background.place(Some(pid));
             tokio::pin!(followed);
-            // Follows the share until the process is placed as `expected`.
-            let mut until = async |expected: &Placement| {
+            // Follows the share until the process is placed as `expected`, for at most `within`;
+            // says whether it was.
+            let mut placed_within = async |expected: &Placement, within: Duration| {
                 let placed = async {
                     while placement(pid) != *expected {
                         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -402,33 +478,47 @@ mod tests {
                 };
                 tokio::select! {
                     never = &mut followed => match never {},
-                    () = placed => {}
-                    () = tokio::time::sleep(Duration::from_secs(5)) => panic!(
-                        "{keep_apart:?}: process is {:?}, expected {expected:?}",
-                        placement(pid)
-                    ),
+                    () = placed => true,
+                    () = tokio::time::sleep(within) => false,
                 }
             };
-            until(&free).await;
-            let turn = share.start(Pace::FullSpeed);
-            let _background = share.start(Pace::Background);
-            until(&apart).await;
+            let soon = Duration::from_secs(5);
+            let at = |expected: &Placement| {
+                format!(
+                    "{keep_apart:?}: process is {:?}, expected {expected:?}",
+                    placement(pid)
+                )
+            };
+            assert!(placed_within(&free, soon).await, "{}", at(&free));
+            let turn = share.start(Pace::FullSpeed, 40);
+            if keep_apart == KeepApart::Pause {
+                assert!(
+                    !placed_within(&apart, Duration::from_millis(300)).await,
+                    "paused before its ffmpeg fed the lookahead"
+                );
+                background.progressed(&update(40, 1.3), OUTPUT);
+            }
+            assert!(placed_within(&apart, soon).await, "{}", at(&apart));
             drop(turn);
-            until(&free).await;
+            assert!(placed_within(&free, soon).await, "{}", at(&free));
             // A stop sent from elsewhere lasts through a turn, unless the share pauses itself.
             process::set_paused(pid, true);
-            let turn = share.start(Pace::FullSpeed);
-            until(&Placement {
+            let turn = share.start(Pace::FullSpeed, 40);
+            let stopped_apart = Placement {
                 stopped: true,
                 ..apart
-            })
-            .await;
+            };
+            assert!(
+                placed_within(&stopped_apart, soon).await,
+                "{}",
+                at(&stopped_apart)
+            );
             drop(turn);
-            until(&Placement {
+            let after = Placement {
                 stopped: keep_apart == KeepApart::UpperHalf,
                 ..free
-            })
-            .await;
+            };
+            assert!(placed_within(&after, soon).await, "{}", at(&after));
             process.kill().await.unwrap();
         }
     }

@@ -15,7 +15,7 @@
 use crate::{
     cache_policy::ObjectKind,
     config::ActivityConfig,
-    cpu_share::{CpuShare, FullSpeedTurn, Pace},
+    cpu_share::{CpuShare, Pace},
     failure::{BadInput, BadInputKind},
     ffmpeg::{
         SourceInput,
@@ -156,13 +156,11 @@ pub async fn transcode(
         tracing::info!(asset_id = %job.asset_id, segment = resumed_from_segment, "resuming");
     }
     if !complete {
-        let pace = Pace::of(job, config.held_to_real_time(&job.variants));
-        let turn = cpu_share.start(pace);
         let run = Run {
             storage,
             config,
             cpu_share,
-            pace,
+            pace: Pace::of(job, config.held_to_real_time(&job.variants)),
             job,
             keys: job.asset_id.keys(),
             range: SegmentRange {
@@ -171,7 +169,7 @@ pub async fn transcode(
             },
             master_published,
         };
-        run.encode(&mut checkpoint, &checkpoints, first_published, turn)
+        run.encode(&mut checkpoint, &checkpoints, first_published)
             .await?;
     }
     for variant in &job.variants {
@@ -215,13 +213,13 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Runs ffmpeg, uploading each segment as it is finished; tells `turn` how far it got.
+    /// Runs ffmpeg, uploading each segment as it is finished; tells its turn on the cores how
+    /// far it got.
     async fn encode(
         &self,
         checkpoint: &mut TranscodeCheckpoint,
         checkpoints: &watch::Sender<TranscodeCheckpoint>,
         mut first_published: Option<oneshot::Sender<PublishedMaster>>,
-        mut turn: FullSpeedTurn<'_>,
     ) -> anyhow::Result<()> {
         let job = self.job;
         let names: Vec<&str> = job.variants.iter().map(|v| v.name.as_str()).collect();
@@ -254,9 +252,12 @@ impl Run<'_> {
             .command(&SourceInput::new(source_url), work.path(), listener.addr()?)
             .background(job.background);
         let mut progress = listener.latest();
+        let mut turn = self
+            .cpu_share
+            .start(self.pace, recipe.encoding.lookahead_frames());
         let mut ffmpeg = command.spawn()?;
-        let confined = self.cpu_share.follow(self.pace, ffmpeg.id());
-        tokio::pin!(confined);
+        let placed = turn.place(ffmpeg.id());
+        tokio::pin!(placed);
 
         // ffmpeg reports output times, which start at the base plus where the job's range
         // starts: what is left is how far into the range it got.
@@ -270,20 +271,21 @@ impl Run<'_> {
         });
         loop {
             tokio::select! {
-                never = &mut confined => match never {},
+                never = &mut placed => match never {},
                 exit = ffmpeg.exited() => {
                     exit?;
                     break;
                 }
+                Ok(()) = progress.changed() => turn.progressed(
+                    &progress.borrow_and_update().without_offset(range_start),
+                    range_length,
+                ),
                 _ = scan.tick() => {
                     let uploaded = self.upload_finished(work.path(), checkpoint).await?;
                     if uploaded && job.live {
                         self.publish_live(checkpoint, &mut first_published).await?;
                     }
-                    let fraction = progress.borrow_and_update().without_offset(range_start).fraction_of(range_length);
-                    if let Some(fraction) = fraction {
-                        turn.progressed(fraction);
-                    }
+                    let fraction = progress.borrow().without_offset(range_start).fraction_of(range_length);
                     let reached = fraction.map_or(0.0, |f| job.progress.at(f));
                     if uploaded || reached > checkpoint.progress {
                         checkpoint.progress = checkpoint.progress.max(reached);

@@ -528,15 +528,17 @@ impl Baselines<'_> {
             )
             .background(pace == Pace::Background);
         let mut updates = progress.latest();
-        let mut turn = self.cpu_share.start(pace);
+        let mut turn = self
+            .cpu_share
+            .start(pace, recipe.encoding.lookahead_frames());
         let started = Instant::now();
         let mut ffmpeg = command
             .spawn()
             .unwrap_or_else(|error| panic!("plain ffmpeg failed to start: {error}"));
-        let placed = self.cpu_share.follow(pace, ffmpeg.id());
+        let placed = turn.place(ffmpeg.id());
         tokio::pin!(placed);
-        // Tells the turn how far the output got, as the worker does: it lifts the pause on the
-        // rest halfway.
+        // Tells the turn how far ffmpeg got, as the worker does: the rest pauses once started,
+        // and the pause lifts halfway through the smallest variant.
         let output_starts = Duration::from_secs_f64(recipe.output_offset_secs());
         let output_length =
             Duration::from_secs_f64(recipe.range.duration_secs(self.plan.media.duration_secs));
@@ -544,12 +546,10 @@ impl Baselines<'_> {
             tokio::select! {
                 never = &mut placed => match never {},
                 exited = ffmpeg.exited() => break exited,
-                Ok(()) = updates.changed() => {
-                    let update = updates.borrow_and_update().without_offset(output_starts);
-                    if let Some(fraction) = update.fraction_of(output_length) {
-                        turn.progressed(fraction);
-                    }
-                }
+                Ok(()) = updates.changed() => turn.progressed(
+                    &updates.borrow_and_update().without_offset(output_starts),
+                    output_length,
+                ),
             }
         };
         exited

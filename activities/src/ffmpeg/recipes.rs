@@ -52,6 +52,24 @@ pub struct Encoding<'a> {
 }
 
 impl Encoding<'_> {
+    /// The frames x264 reads ahead of the one it encodes: what ffmpeg must feed each encoder
+    /// before the first is encoded. x264's defaults per preset (`x264 --fullhelp`); an unknown
+    /// preset fails in ffmpeg anyway.
+    pub fn lookahead_frames(&self) -> u32 {
+        if self.live {
+            return LIVE_LOOKAHEAD_FRAMES;
+        }
+        match self.preset {
+            "ultrafast" | "superfast" => 0,
+            "veryfast" => 10,
+            "faster" => 20,
+            "fast" => 30,
+            "slow" => 50,
+            "slower" | "veryslow" | "placebo" => 60,
+            _ => 40,
+        }
+    }
+
     /// The H.264 level of `variant`.
     pub fn level(&self, variant: &VariantSpec) -> Level {
         Level::for_stream(
@@ -464,6 +482,17 @@ mod tests {
         );
         let standard = command_args(&media(true, false), &variants, range, false);
         assert!(!standard.contains("-rc-lookahead"), "{standard}");
+        let media = media(true, false);
+        let encoding = |preset, live| Encoding {
+            media: &media,
+            preset,
+            live,
+        };
+        assert_eq!(encoding("medium", true).lookahead_frames(), 10);
+        assert_eq!(encoding("medium", false).lookahead_frames(), 40);
+        assert_eq!(encoding("veryfast", false).lookahead_frames(), 10);
+        assert_eq!(encoding("ultrafast", false).lookahead_frames(), 0);
+        assert_eq!(encoding("veryslow", false).lookahead_frames(), 60);
     }
 
     #[test]
